@@ -1,0 +1,1 @@
+"""tap-cdr: a Singer tap for call detail records."""

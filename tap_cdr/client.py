@@ -1,0 +1,195 @@
+"""The shared REST base: authentication, timeouts, response validation, and error
+messages that say what was requested and never contain a secret.
+
+Only this module knows HTTP details.
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from singer_sdk.authenticators import APIAuthenticatorBase
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.streams import RESTStream
+
+REQUEST_TIMEOUT_SECONDS = 60
+_BODY_ATTR = "_tap_cdr_body"
+
+
+class CdrApiError(FatalAPIError):
+    """A failure that retrying will not fix, with a message fit for a log line."""
+
+
+def describe_request(request: requests.PreparedRequest | None) -> str:
+    """``METHOD url`` with any userinfo removed (credentials travel in headers)."""
+    if request is None:
+        return "request"
+    parts = urlsplit(request.url or "")
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return f"{request.method} {urlunsplit(parts._replace(netloc=netloc))}"
+
+
+def error_text(response: requests.Response, limit: int = 300) -> str:
+    """The error message in a response body, or the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("message", "error", "errors", "detail", "msg"):
+            if body.get(key):
+                return str(body[key])[:limit]
+    text = response.text.strip().replace("\n", " ")
+    return text[:limit] if text else "(empty body)"
+
+
+def json_body(response: requests.Response) -> Any:
+    """The decoded body, parsed once per response (validation and parsing share it).
+
+    Decimals keep non-integer numbers exact.
+    """
+    cached = getattr(response, _BODY_ATTR, None)
+    if cached is None:
+        cached = json.loads(response.content, parse_float=decimal.Decimal)
+        setattr(response, _BODY_ATTR, cached)
+    return cached
+
+
+class V3TokenAuthenticator(APIAuthenticatorBase):
+    """``Authorization: Bearer <token>``, from a configured token or from an api_key.
+
+    With an api_key, the token is fetched from ``POST {base_url}/v3/auth/token`` on
+    first use, and fetched again when the API answers 401 to a token that had worked
+    (it expired). A 401 to a token fetched just now means the api_key is wrong.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str | None = None,
+        api_key: str | None = None,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        super().__init__()
+        self.base_url = base_url
+        self._token = token
+        self._api_key = api_key
+        self._timeout = timeout
+        self._proven = token is not None and api_key is None
+        self.token_fetches = 0
+
+    def authenticate_request(
+        self, request: requests.PreparedRequest
+    ) -> requests.PreparedRequest:
+        if self._token is None:
+            self._token = self._fetch_token()
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def mark_proven(self) -> None:
+        self._proven = True
+
+    def refresh_after_401(self) -> bool:
+        """Drop the token so the next request fetches a new one; False if pointless."""
+        if self._api_key is None or not self._proven:
+            return False
+        self._token = None
+        self._proven = False
+        return True
+
+    def _fetch_token(self) -> str:
+        url = f"{self.base_url}/v3/auth/token"
+        self.token_fetches += 1
+        try:
+            response = requests.post(
+                url, json={"api_key": self._api_key}, timeout=self._timeout
+            )
+        except requests.RequestException as exc:
+            raise RetriableAPIError(f"POST {url}: {type(exc).__name__}") from None
+        if (
+            response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR
+            or response.status_code == 429
+        ):
+            raise RetriableAPIError(
+                f"POST {url} -> {response.status_code}: {error_text(response)}",
+                response,
+            )
+        if response.status_code != HTTPStatus.OK:
+            raise CdrApiError(
+                f"POST {url} -> {response.status_code}: {error_text(response)}. "
+                "The api_key (cdr_v3.api_key) was refused: check it with the operator."
+            )
+        try:
+            token = response.json().get("token")
+        except (ValueError, AttributeError):
+            token = None
+        if not token or not isinstance(token, str):
+            raise CdrApiError(
+                f"POST {url} -> 200 but the body has no `token`: {error_text(response)}"
+            )
+        return token
+
+
+class CdrApiStream(RESTStream):
+    """Base for the CDR streams: one config section per API, shared HTTP policy."""
+
+    #: The config object that configures this stream (e.g. ``cdr_v3``).
+    settings_key: str = ""
+
+    @property
+    def timeout(self) -> int:
+        return REQUEST_TIMEOUT_SECONDS
+
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        if status == HTTPStatus.UNAUTHORIZED:
+            self.handle_unauthorized(response)
+        if (
+            status == HTTPStatus.TOO_MANY_REQUESTS
+            or status >= HTTPStatus.INTERNAL_SERVER_ERROR
+        ):
+            raise RetriableAPIError(self.response_error_message(response), response)
+        if status >= HTTPStatus.BAD_REQUEST:
+            raise CdrApiError(self.response_error_message(response))
+        try:
+            body = json_body(response)
+        except ValueError:
+            raise RetriableAPIError(
+                self.response_error_message(response, "the body is not valid JSON"),
+                response,
+            ) from None
+        problem = self.envelope_problem(body)
+        if problem:
+            # Never treat a malformed body as an empty page: that would end
+            # pagination early and silently lose records.
+            raise RetriableAPIError(
+                self.response_error_message(response, problem), response
+            )
+
+    def handle_unauthorized(self, response: requests.Response) -> None:
+        """Retry once with fresh credentials if the authenticator can get them."""
+        raise CdrApiError(
+            self.response_error_message(response)
+            + f". The credentials in `{self.settings_key}` were refused."
+        )
+
+    def envelope_problem(self, body: Any) -> str | None:
+        """What is wrong with a decoded 200 body, or None if it is as documented."""
+        return None
+
+    def response_error_message(
+        self, response: requests.Response, problem: str = ""
+    ) -> str:
+        reason = problem or error_text(response)
+        return (
+            f"{self.name}: {describe_request(response.request)} -> "
+            f"{response.status_code} {response.reason}: {reason}"
+        )

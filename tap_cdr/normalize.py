@@ -1,0 +1,188 @@
+"""Per-record normalisation: the only place that knows the APIs' value formats.
+
+The APIs send naive local timestamps, ``""`` for "no value", numbers that are
+sometimes strings, and JSON encoded inside strings. Records leave this module with
+RFC 3339 UTC timestamps, nulls, integers and objects, matching ``schemas/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timezone, tzinfo
+from decimal import Decimal
+from typing import Any
+
+UTC = timezone.utc
+ZERO_DATES = frozenset({"0000-00-00 00:00:00", "0000-00-00"})
+
+V3_TIME_FIELDS = (
+    "time_started",
+    "time_answered",
+    "time_ended",
+    "time_ringging",
+    "time_presskey",
+)
+V3_INTEGER_FIELDS = ("duration", "billsec", "presskey_delay")
+V3_NUMBER_FIELDS = ("autocall_presskey_epoch",)
+V3_BLANK_IS_NULL_FIELDS = (
+    "parent_id",
+    "sip_call_id",
+    "campaign_uuid",
+    "lead_uuid",
+    "rate",
+)
+V3_OBJECT_FIELDS = ("additional",)
+
+
+class NormalizationError(ValueError):
+    """A value that cannot be represented as its schema type."""
+
+
+def to_utc(value: Any, zone: tzinfo, field: str = "timestamp") -> str | None:
+    """A naive local ``YYYY-MM-DD HH:MM:SS`` (or any ISO 8601 form) as RFC 3339 UTC.
+
+    Blank and zero dates become None. A value carrying its own offset is converted
+    from that offset; a naive one is read in ``zone``. In a DST fall-back hour the
+    first of the two readings is taken (there is no way to tell them apart).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise NormalizationError(f"{field}: expected a timestamp string, got {value!r}")
+    text = value.strip()
+    if not text or text in ZERO_DATES:
+        return None
+    try:
+        if len(text) == 19 and text[10] == " ":
+            # The API's own format: slicing is several times faster than parsing.
+            parsed = datetime(
+                int(text[0:4]),
+                int(text[5:7]),
+                int(text[8:10]),
+                int(text[11:13]),
+                int(text[14:16]),
+                int(text[17:19]),
+            )
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise NormalizationError(
+            f"{field}: {value!r} is not a timestamp (expected YYYY-MM-DD HH:MM:SS)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.astimezone(UTC).isoformat()
+
+
+def to_int(value: Any, field: str = "integer") -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = Decimal(text)
+        except ArithmeticError:
+            number = None
+        if number is not None and number.is_finite() and number == number.to_integral():
+            return int(number)
+    elif isinstance(value, (float, Decimal)) and value == int(value):
+        return int(value)
+    raise NormalizationError(f"{field}: {value!r} is not an integer")
+
+
+def to_number(value: Any, field: str = "number") -> int | Decimal | None:
+    if (
+        value is None
+        or (isinstance(value, (int, Decimal))
+        and not isinstance(value, bool))
+    ):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = Decimal(text)
+        except ArithmeticError:
+            number = None
+        if number is not None and number.is_finite():
+            return number
+    raise NormalizationError(f"{field}: {value!r} is not a number")
+
+
+def blank_to_null(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def to_object(value: Any, field: str = "object") -> dict | None:
+    """An object, or a JSON object encoded in a string (``press_key`` is sent so).
+
+    A string that is not a JSON object is kept, wrapped as ``{"raw": value}``,
+    rather than dropped or failing the sync.
+    """
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            decoded = json.loads(text, parse_float=Decimal)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+        return {"raw": value}
+    if isinstance(value, list) and not value:
+        # PHP back ends encode an empty map as [].
+        return {}
+    raise NormalizationError(f"{field}: {value!r} is not an object")
+
+
+class V3Normalizer:
+    """Normalise TEL4VN v3 CDRs read in the API's time zone."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        self.zone = zone
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
+        record = dict(raw)
+        try:
+            self._apply(record)
+        except NormalizationError as exc:
+            raise NormalizationError(
+                f"cdr_v3 record id={raw.get('id')!r}: {exc}"
+            ) from None
+        return record
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        zone = self.zone
+        for name in _present(record, V3_TIME_FIELDS):
+            record[name] = to_utc(record[name], zone, name)
+        for name in _present(record, V3_INTEGER_FIELDS):
+            record[name] = to_int(record[name], name)
+        for name in _present(record, V3_NUMBER_FIELDS):
+            record[name] = to_number(record[name], name)
+        for name in _present(record, V3_BLANK_IS_NULL_FIELDS):
+            record[name] = blank_to_null(record[name])
+        for name in _present(record, V3_OBJECT_FIELDS):
+            record[name] = to_object(record[name], name)
+        if "press_key" in record:
+            record["press_key"] = to_object(record["press_key"], "press_key")
+
+
+def _present(record: dict[str, Any], names: Iterable[str]) -> Iterable[str]:
+    return [name for name in names if name in record]

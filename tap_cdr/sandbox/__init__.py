@@ -1,0 +1,79 @@
+"""A local emulator of the call-centre APIs that tap-cdr reads, for demos and tests.
+
+Run it with ``tap-cdr-sandbox --port 0`` or ``python -m tap_cdr.sandbox``. It binds
+127.0.0.1 only and prints the URL it listens on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+
+from tap_cdr.sandbox.data import V3Dataset, default_anchor
+from tap_cdr.sandbox.server import SandboxConfig, SandboxServer, start
+
+__all__ = ["SandboxConfig", "SandboxServer", "V3Dataset", "main", "start"]
+
+
+def _anchor(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tap-cdr-sandbox", description=__doc__)
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--records", type=int, default=500, help="v3 CDRs to serve")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--anchor",
+        type=_anchor,
+        default=None,
+        help="UTC end time of the newest call (default: the start of the last hour)",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=int,
+        default=0,
+        help="seconds between consecutive calls (default: spread over a week)",
+    )
+    parser.add_argument("--timezone", default="Asia/Ho_Chi_Minh")
+    parser.add_argument("--token", default="sandbox-token")
+    parser.add_argument("--api-key", default="sandbox-api-key")
+    parser.add_argument("--token-max-uses", type=int, default=0)
+    parser.add_argument("--max-limit", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    return SandboxConfig(
+        v3=V3Dataset(
+            records=args.records,
+            seed=args.seed,
+            anchor=args.anchor or default_anchor(),
+            step_seconds=args.step_seconds,
+            zone=args.timezone,
+        ),
+        token=args.token,
+        api_key=args.api_key,
+        token_max_uses=args.token_max_uses,
+        max_limit=args.max_limit,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    server = SandboxServer(args.port, config_from_args(args))
+    print(server.url, flush=True)
+    print(
+        f"sandbox: {args.records} v3 CDRs ending at {server.config.v3.anchor:%Y-%m-%d %H:%M} UTC",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

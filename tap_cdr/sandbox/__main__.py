@@ -1,0 +1,3 @@
+from tap_cdr.sandbox import main
+
+main()

@@ -1,0 +1,193 @@
+"""Deterministic synthetic datasets for the sandbox API.
+
+Record ``i`` is a pure function of ``(seed, i)``, so a dataset of millions of CDRs
+costs no memory until its records are served, and every run of the sandbox with the
+same arguments serves the same bytes. Records are ordered by end time (index 0 is the
+oldest), which lets the server answer a time-range filter with two bisections.
+
+This module deliberately shares no code with ``tap_cdr``: the sandbox is an
+independent reading of the API documents, so it cannot share the tap's mistakes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+FMT = "%Y-%m-%d %H:%M:%S"
+
+# Values seen in, or shaped like, the sample of the v3 document.
+HOTLINES = ("02873003586", "02873003587", "02473001234")
+CAMPAIGNS = (
+    "fdccdbf2-bc4b-4a0f-a7ea-cb0239daaa7d",
+    "0b6c2a1e-5f5d-4d8e-9a51-3c4a7e2b9f10",
+    "7e1d9c44-2b8a-4f3e-8d6b-1a2c3d4e5f60",
+)
+OUTCOMES = (
+    # status, cause, sip_hangup_disposition, answered
+    ("answered", "NORMAL_CLEARING", "send_bye", True),
+    ("answered", "NORMAL_CLEARING", "recv_bye", True),
+    ("busy", "USER_BUSY", "recv_refuse", False),
+    ("no-answer", "NO_ANSWER", "send_cancel", False),
+    ("failed", "CALL_REJECTED", "recv_refuse", False),
+)
+NAMES = (
+    "Đỗ Thị Ngà",
+    "Nguyễn Văn An",
+    "Trần Thị Bích",
+    "Lê Hoàng Long",
+    "Phạm Minh Châu",
+)
+OFFERS = ("Giảm 50% gốc", "Miễn lãi 3 tháng", "Ưu đãi đặc biệt", "")
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+@dataclass
+class V3Dataset:
+    """The TEL4VN v3 CDR list: ``records`` calls ending ``step`` seconds apart.
+
+    The newest call ends at ``anchor``; times are rendered as naive local times in
+    ``zone``, as the real API does.
+    """
+
+    records: int = 500
+    seed: int = 1
+    anchor: datetime = field(default_factory=lambda: default_anchor())
+    step_seconds: int = 0
+    zone: str = "Asia/Ho_Chi_Minh"
+
+    def __post_init__(self) -> None:
+        if self.anchor.tzinfo is None:
+            self.anchor = self.anchor.replace(tzinfo=timezone.utc)
+        if self.step_seconds <= 0:
+            # Spread the calls over a week by default.
+            self.step_seconds = max(1, 7 * 86400 // max(self.records, 1))
+        self._anchor_epoch = int(self.anchor.timestamp())
+        self._tz = ZoneInfo(self.zone)
+        self._cache: dict[int, bytes] = {}
+        # Late-registered calls are hidden until released (see faults).
+        self.hidden: set[int] = set()
+
+    def ended_epoch(self, i: int) -> int:
+        return self._anchor_epoch - (self.records - 1 - i) * self.step_seconds
+
+    def local(self, epoch: int) -> str:
+        return datetime.fromtimestamp(epoch, self._tz).strftime(FMT)
+
+    def epoch_of_local(self, text: str) -> int:
+        """Parse a filter value (``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM:SS``) as local."""
+        text = text.strip()
+        fmt = FMT if len(text) > 10 else "%Y-%m-%d"
+        return int(datetime.strptime(text, fmt).replace(tzinfo=self._tz).timestamp())
+
+    def index_range(self, start_epoch: int | None, end_epoch: int | None) -> range:
+        """Indices whose end time lies in [start, end], both inclusive (SQL BETWEEN)."""
+        lo = 0
+        hi = self.records
+        if start_epoch is not None:
+            lo = bisect.bisect_left(
+                range(self.records), start_epoch, key=self.ended_epoch
+            )
+        if end_epoch is not None:
+            hi = bisect.bisect_right(
+                range(self.records), end_epoch, key=self.ended_epoch
+            )
+        return range(lo, max(lo, hi))
+
+    def record(self, i: int) -> dict:
+        rng = random.Random(self.seed * 1_000_003 + i)
+        ended = self.ended_epoch(i)
+        status, cause, disposition, answered = rng.choice(OUTCOMES)
+        direction = rng.choice(("outbound", "outbound", "inbound", "local"))
+        app = "autocall" if direction == "outbound" and rng.random() < 0.7 else "call"
+        ring = rng.randint(2, 25)
+        talk = rng.randint(5, 900) if answered else 0
+        duration = ring + talk
+        started = ended - duration
+        hotline = rng.choice(HOTLINES)
+        customer = "09" + "".join(rng.choice("0123456789") for _ in range(8))
+        extension = "" if app == "autocall" else str(rng.randint(101, 130))
+        from_number, to_number = (
+            (hotline, customer) if direction == "outbound" else (customer, hotline)
+        )
+        if direction == "local":
+            from_number, to_number = extension or "101", str(rng.randint(101, 130))
+        call_id = _uuid(rng)
+        name = rng.choice(NAMES)
+        presskey = rng.random() < 0.2
+        rec = {
+            "id": call_id,
+            "parent_id": call_id,
+            "sip_call_id": _uuid(rng),
+            "cause": cause,
+            "duration": duration,
+            "direction": direction,
+            "recording_url": (
+                f"https://recording.example.vn/{call_id}.mp3" if answered else ""
+            ),
+            "extension": extension,
+            "from_number": from_number,
+            "to_number": to_number,
+            "receive_dest": "",
+            "time_started": self.local(started),
+            "time_answered": self.local(started + ring) if answered else "",
+            "time_ended": self.local(ended),
+            "time_ringging": self.local(started),
+            "status": status,
+            "billsec": talk,
+            "app": app,
+            "press_key": json.dumps({"1": self.local(started + ring + 3)})
+            if presskey
+            else "{}",
+            "fullname": "",
+            "email": "",
+            "username": f"agent{extension}" if extension else "",
+            "sip_hangup_disposition": disposition,
+            "campaign_uuid": rng.choice(CAMPAIGNS) if app == "autocall" else "",
+            "lead_uuid": _uuid(rng) if app == "autocall" else "",
+            "rate": "",
+            "digits": "1" if presskey else "",
+            "note": "",
+            "customer_fullname": name if rng.random() < 0.5 else "",
+            "customer_email": "",
+            "demand_customer": "",
+            "interest_segment": "",
+            "additional": {
+                "data1": rng.randint(0, 3),
+                "miengiam": rng.choice(OFFERS),
+                "phone_number": customer,
+                "sdt": "09" + "".join(rng.choice("0123456789") for _ in range(8)),
+                "ten": name,
+            },
+            "autocall_presskey_epoch": str(started + ring + 3) if presskey else "",
+            "time_presskey": self.local(started + ring + 3) if presskey else "",
+            "presskey_delay": 3 if presskey else 0,
+            "autocall_recording_url": "",
+        }
+        return rec
+
+    def record_bytes(self, i: int) -> bytes:
+        cached = self._cache.get(i)
+        if cached is None:
+            cached = json.dumps(self.record(i), ensure_ascii=False).encode()
+            if len(self._cache) < 3_000_000:
+                self._cache[i] = cached
+        return cached
+
+
+def default_anchor() -> datetime:
+    """The newest call ends an hour before the start of the current hour.
+
+    That keeps the whole dataset behind any settle delay, and makes the data the same
+    for every sandbox started within the same hour (so a demo can run twice).
+    """
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return now - timedelta(hours=1)

@@ -1,0 +1,239 @@
+"""HTTP routes of the sandbox API, on the standard library's threading HTTP server.
+
+Routes (TEL4VN v3):
+- ``POST /v3/auth/token`` with ``{"api_key": ...}`` issues a Bearer token.
+- ``GET /v3/cdr`` lists CDRs newest first, with the documented filters and quirks:
+  no data unless both ``limit`` and ``offset`` are sent, and the echoed offset is -1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from tap_cdr.sandbox.data import V3Dataset
+
+V3_EQUALITY_FILTERS = ("extension", "direction", "campaign_uuid")
+
+
+@dataclass
+class SandboxConfig:
+    """What the sandbox serves and which credentials it accepts."""
+
+    v3: V3Dataset = field(default_factory=V3Dataset)
+    token: str = "sandbox-token"
+    api_key: str = "sandbox-api-key"
+    # An issued token stops working after this many requests (0: never), so that
+    # clients' refresh-on-401 can be exercised.
+    token_max_uses: int = 0
+    # The API's maximum page size is undocumented; 0 serves any `limit` in full.
+    max_limit: int = 0
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, config: SandboxConfig) -> None:
+        super().__init__(("127.0.0.1", port), SandboxHandler)
+        self.config = config
+        self.lock = threading.Lock()
+        self.issued: dict[str, int] = {}  # token -> requests left (-1: unlimited)
+        self.request_log: list[tuple[str, str]] = []
+        self._counter = itertools.count(1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def issue_token(self) -> str:
+        token = f"tok-{next(self._counter)}-{secrets.token_hex(8)}"
+        with self.lock:
+            self.issued[token] = self.config.token_max_uses or -1
+        return token
+
+    def accept_token(self, token: str) -> bool:
+        if token == self.config.token:
+            return True
+        with self.lock:
+            left = self.issued.get(token)
+            if left is None or left == 0:
+                return False
+            if left > 0:
+                self.issued[token] = left - 1
+            return True
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    server: SandboxServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet by default; the request log keeps what tests need."""
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def send_json(self, status: int, body: object | bytes) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def error(self, status: int, message: str) -> None:
+        self.send_json(status, {"code": status, "message": message})
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def route(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        with self.server.lock:
+            self.server.request_log.append((method, self.path))
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        path = parts.path.rstrip("/")
+        if method == "POST" and path == "/v3/auth/token":
+            return self.v3_token()
+        if method == "GET" and path == "/v3/cdr":
+            return self.v3_list(query)
+        return self.error(404, f"no route for {method} {parts.path}")
+
+    def do_GET(self) -> None:
+        self.route("GET")
+
+    def do_POST(self) -> None:
+        self.route("POST")
+
+    # -- TEL4VN v3 ---------------------------------------------------------------
+
+    def v3_token(self) -> None:
+        try:
+            body = json.loads(self.read_body() or b"{}")
+        except ValueError:
+            return self.error(400, "body must be JSON")
+        if (
+            not isinstance(body, dict)
+            or body.get("api_key") != self.server.config.api_key
+        ):
+            return self.error(401, "invalid api_key")
+        self.send_json(
+            200,
+            {
+                "token": self.server.issue_token(),
+                "token_type": "Bearer",
+                "expired_in": 13647710,
+                "refresh_token": "",
+            },
+        )
+
+    def v3_authorized(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        # The vendor's prose shows a bare token, its curl examples "Bearer <token>".
+        token = header[7:] if header[:7].lower() == "bearer " else header
+        return bool(token) and self.server.accept_token(token.strip())
+
+    def v3_list(self, query: dict[str, str]) -> None:
+        if not self.v3_authorized():
+            return self.error(401, "Unauthorized")
+        data = self.server.config.v3
+        if "limit" not in query or "offset" not in query:
+            # Documented quirk: without both, limit and offset default to -1 and no
+            # CDRs come back.
+            return self.send_json(
+                200, {"data": [], "limit": -1, "offset": -1, "total": 0}
+            )
+        try:
+            limit = int(query["limit"])
+            offset = int(query["offset"])
+            ended_from = _epoch(data, query.get("start_date_ended"))
+            ended_to = _epoch(data, query.get("end_date_ended"))
+            started_from = _epoch(data, query.get("start_date"))
+            started_to = _epoch(data, query.get("end_date"))
+        except ValueError as exc:
+            return self.error(400, str(exc))
+        if limit < 0 or offset < 0:
+            return self.send_json(
+                200, {"data": [], "limit": limit, "offset": -1, "total": 0}
+            )
+        if self.server.config.max_limit:
+            limit = min(limit, self.server.config.max_limit)
+
+        candidates = data.index_range(ended_from, ended_to)
+        filters = {
+            k: query[k]
+            for k in (*V3_EQUALITY_FILTERS, "status", "hotline", "phone")
+            if query.get(k)
+        }
+        if filters or started_from is not None or started_to is not None or data.hidden:
+            matched = [
+                i
+                for i in candidates
+                if i not in data.hidden
+                and _matches(data.record(i), filters, data, started_from, started_to)
+            ]
+        else:
+            matched = candidates
+        total = len(matched)
+        # Newest first, as in the document's sample.
+        page = [
+            matched[total - 1 - k] for k in range(offset, min(offset + limit, total))
+        ]
+        body = b'{"data":[' + b",".join(data.record_bytes(i) for i in page)
+        body += b'],"limit":%d,"offset":-1,"total":%d}' % (limit, total)
+        self.send_json(200, body)
+
+
+def _epoch(data: V3Dataset, value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return data.epoch_of_local(value)
+    except ValueError:
+        raise ValueError(
+            f"invalid date '{value}': expected YYYY-MM-DD or YYYY-MM-DD HH:MM:SS"
+        ) from None
+
+
+def _matches(
+    rec: dict,
+    filters: dict[str, str],
+    data: V3Dataset,
+    started_from: int | None,
+    started_to: int | None,
+) -> bool:
+    for key in V3_EQUALITY_FILTERS:
+        if key in filters and rec[key] != filters[key]:
+            return False
+    if "status" in filters and rec["status"].lower() != filters["status"].lower():
+        return False
+    if "hotline" in filters and filters["hotline"] not in (
+        rec["from_number"],
+        rec["to_number"],
+    ):
+        return False
+    if "phone" in filters and filters["phone"] not in (
+        rec["from_number"],
+        rec["to_number"],
+    ):
+        return False
+    if started_from is not None or started_to is not None:
+        started = data.epoch_of_local(rec["time_started"])
+        if started_from is not None and started < started_from:
+            return False
+        if started_to is not None and started > started_to:
+            return False
+    return True
+
+
+def start(config: SandboxConfig | None = None, port: int = 0) -> SandboxServer:
+    """Start a sandbox on 127.0.0.1 in a background thread (for tests and demos)."""
+    server = SandboxServer(port, config or SandboxConfig())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
