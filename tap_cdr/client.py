@@ -86,9 +86,7 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         self._proven = token is not None and api_key is None
         self.token_fetches = 0
 
-    def authenticate_request(
-        self, request: requests.PreparedRequest
-    ) -> requests.PreparedRequest:
+    def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._token is None:
             self._token = self._fetch_token()
         request.headers["Authorization"] = f"Bearer {self._token}"
@@ -109,15 +107,10 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         url = f"{self.base_url}/v3/auth/token"
         self.token_fetches += 1
         try:
-            response = requests.post(
-                url, json={"api_key": self._api_key}, timeout=self._timeout
-            )
+            response = requests.post(url, json={"api_key": self._api_key}, timeout=self._timeout)
         except requests.RequestException as exc:
             raise RetriableAPIError(f"POST {url}: {type(exc).__name__}") from None
-        if (
-            response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR
-            or response.status_code == 429
-        ):
+        if response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR or response.status_code == 429:
             raise RetriableAPIError(
                 f"POST {url} -> {response.status_code}: {error_text(response)}",
                 response,
@@ -152,10 +145,7 @@ class CdrApiStream(RESTStream):
         status = response.status_code
         if status == HTTPStatus.UNAUTHORIZED:
             self.handle_unauthorized(response)
-        if (
-            status == HTTPStatus.TOO_MANY_REQUESTS
-            or status >= HTTPStatus.INTERNAL_SERVER_ERROR
-        ):
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             raise RetriableAPIError(self.response_error_message(response), response)
         if status >= HTTPStatus.BAD_REQUEST:
             raise CdrApiError(self.response_error_message(response))
@@ -170,9 +160,7 @@ class CdrApiStream(RESTStream):
         if problem:
             # Never treat a malformed body as an empty page: that would end
             # pagination early and silently lose records.
-            raise RetriableAPIError(
-                self.response_error_message(response, problem), response
-            )
+            raise RetriableAPIError(self.response_error_message(response, problem), response)
 
     def handle_unauthorized(self, response: requests.Response) -> None:
         """Retry once with fresh credentials if the authenticator can get them."""
@@ -185,9 +173,7 @@ class CdrApiStream(RESTStream):
         """What is wrong with a decoded 200 body, or None if it is as documented."""
         return None
 
-    def response_error_message(
-        self, response: requests.Response, problem: str = ""
-    ) -> str:
+    def response_error_message(self, response: requests.Response, problem: str = "") -> str:
         reason = problem or error_text(response)
         return (
             f"{self.name}: {describe_request(response.request)} -> "

@@ -98,11 +98,7 @@ def to_int(value: Any, field: str = "integer") -> int | None:
 
 
 def to_number(value: Any, field: str = "number") -> int | Decimal | None:
-    if (
-        value is None
-        or (isinstance(value, (int, Decimal))
-        and not isinstance(value, bool))
-    ):
+    if value is None or (isinstance(value, (int, Decimal)) and not isinstance(value, bool)):
         return value
     if isinstance(value, float):
         return Decimal(repr(value))
@@ -163,9 +159,7 @@ class V3Normalizer:
         try:
             self._apply(record)
         except NormalizationError as exc:
-            raise NormalizationError(
-                f"cdr_v3 record id={raw.get('id')!r}: {exc}"
-            ) from None
+            raise NormalizationError(f"cdr_v3 record id={raw.get('id')!r}: {exc}") from None
         return record
 
     def _apply(self, record: dict[str, Any]) -> None:

@@ -80,9 +80,7 @@ def _sync(config: Mapping[str, Any], errors: list[str]) -> SyncSettings:
         errors.append(f"`end_date` ({end.isoformat()}) must be after `start_date`")
     lookback = config.get("lookback_minutes", DEFAULT_LOOKBACK_MINUTES)
     if not _is_int(lookback) or lookback < 0:
-        errors.append(
-            f"`lookback_minutes` must be a whole number >= 0, got {lookback!r}"
-        )
+        errors.append(f"`lookback_minutes` must be a whole number >= 0, got {lookback!r}")
         lookback = DEFAULT_LOOKBACK_MINUTES
     return SyncSettings(start, end, timedelta(minutes=lookback))
 
@@ -90,9 +88,7 @@ def _sync(config: Mapping[str, Any], errors: list[str]) -> SyncSettings:
 def _v3(config: Mapping[str, Any], errors: list[str]) -> V3Settings | None:
     section = config.get("cdr_v3")
     if not isinstance(section, Mapping):
-        errors.append(
-            "`cdr_v3` must be an object with at least `base_url` and a credential"
-        )
+        errors.append("`cdr_v3` must be an object with at least `base_url` and a credential")
         return None
     base_url = base_url_error = None
     raw_url = section.get("base_url")
@@ -121,9 +117,7 @@ def _v3(config: Mapping[str, Any], errors: list[str]) -> V3Settings | None:
         )
         zone = ZoneInfo("UTC")
     page_size = _positive(section, "page_size", DEFAULT_PAGE_SIZE, "cdr_v3.", errors)
-    window_hours = _positive(
-        section, "window_hours", DEFAULT_WINDOW_HOURS, "cdr_v3.", errors
-    )
+    window_hours = _positive(section, "window_hours", DEFAULT_WINDOW_HOURS, "cdr_v3.", errors)
     filters = section.get("filters") or {}
     if not isinstance(filters, Mapping):
         errors.append("`cdr_v3.filters` must be an object")
@@ -140,17 +134,11 @@ def _v3(config: Mapping[str, Any], errors: list[str]) -> V3Settings | None:
         zone=zone,
         page_size=page_size,
         window_hours=window_hours,
-        filters={
-            k: str(v)
-            for k, v in filters.items()
-            if k in V3_FILTERS and v not in (None, "")
-        },
+        filters={k: str(v) for k, v in filters.items() if k in V3_FILTERS and v not in (None, "")},
     )
 
 
-def _base_url(
-    raw: Any, name: str, allow_insecure: bool
-) -> tuple[str | None, str | None]:
+def _base_url(raw: Any, name: str, allow_insecure: bool) -> tuple[str | None, str | None]:
     text = str(raw).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -160,11 +148,7 @@ def _base_url(
         )
     if parts.query or parts.fragment:
         return None, f"`{name}` must not carry a query string or fragment, got {text!r}"
-    if (
-        parts.scheme == "http"
-        and not allow_insecure
-        and not _is_loopback(parts.hostname)
-    ):
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
         return None, (
             f"`{name}` uses plain http to a non-local host ({parts.hostname}): credentials "
             "would cross the network unencrypted. Use https, or set "
@@ -182,9 +166,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _instant(
-    config: Mapping[str, Any], name: str, errors: list[str]
-) -> datetime | None:
+def _instant(config: Mapping[str, Any], name: str, errors: list[str]) -> datetime | None:
     value = config.get(name)
     if value in (None, ""):
         return None

@@ -90,9 +90,7 @@ class CdrV3Stream(CdrApiStream):
     def get_new_paginator(self) -> V3Paginator:
         return V3Paginator(start_value=0, page_size=self.v3.page_size)
 
-    def get_url_params(
-        self, context: Context | None, next_page_token: int | None
-    ) -> dict:
+    def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict:
         # Both are always sent: without them the API returns no data at all.
         params: dict[str, Any] = {
             "limit": self.v3.page_size,
@@ -110,9 +108,7 @@ class CdrV3Stream(CdrApiStream):
 
     def handle_unauthorized(self, response: requests.Response) -> None:
         if self.authenticator.refresh_after_401():
-            self.logger.warning(
-                "cdr_v3: 401 Unauthorized; fetching a new token and retrying"
-            )
+            self.logger.warning("cdr_v3: 401 Unauthorized; fetching a new token and retrying")
             raise RetriableAPIError(self.response_error_message(response), response)
         super().handle_unauthorized(response)
 
@@ -180,9 +176,7 @@ class CdrV3Stream(CdrApiStream):
                 continue  # outside this window: it is read with its own window
             cdr_id = raw.get("id")
             if not cdr_id:
-                raise CdrApiError(
-                    f"cdr_v3: a record in window {window.label()} has no id: {raw!r}"
-                )
+                raise CdrApiError(f"cdr_v3: a record in window {window.label()} has no id: {raw!r}")
             if cdr_id in seen:
                 continue
             seen.add(cdr_id)

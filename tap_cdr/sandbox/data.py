@@ -93,13 +93,9 @@ class V3Dataset:
         lo = 0
         hi = self.records
         if start_epoch is not None:
-            lo = bisect.bisect_left(
-                range(self.records), start_epoch, key=self.ended_epoch
-            )
+            lo = bisect.bisect_left(range(self.records), start_epoch, key=self.ended_epoch)
         if end_epoch is not None:
-            hi = bisect.bisect_right(
-                range(self.records), end_epoch, key=self.ended_epoch
-            )
+            hi = bisect.bisect_right(range(self.records), end_epoch, key=self.ended_epoch)
         return range(lo, max(lo, hi))
 
     def record(self, i: int) -> dict:
@@ -130,9 +126,7 @@ class V3Dataset:
             "cause": cause,
             "duration": duration,
             "direction": direction,
-            "recording_url": (
-                f"https://recording.example.vn/{call_id}.mp3" if answered else ""
-            ),
+            "recording_url": (f"https://recording.example.vn/{call_id}.mp3" if answered else ""),
             "extension": extension,
             "from_number": from_number,
             "to_number": to_number,
@@ -144,9 +138,7 @@ class V3Dataset:
             "status": status,
             "billsec": talk,
             "app": app,
-            "press_key": json.dumps({"1": self.local(started + ring + 3)})
-            if presskey
-            else "{}",
+            "press_key": json.dumps({"1": self.local(started + ring + 3)}) if presskey else "{}",
             "fullname": "",
             "email": "",
             "username": f"agent{extension}" if extension else "",

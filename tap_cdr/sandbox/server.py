@@ -118,10 +118,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             body = json.loads(self.read_body() or b"{}")
         except ValueError:
             return self.error(400, "body must be JSON")
-        if (
-            not isinstance(body, dict)
-            or body.get("api_key") != self.server.config.api_key
-        ):
+        if not isinstance(body, dict) or body.get("api_key") != self.server.config.api_key:
             return self.error(401, "invalid api_key")
         self.send_json(
             200,
@@ -146,9 +143,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if "limit" not in query or "offset" not in query:
             # Documented quirk: without both, limit and offset default to -1 and no
             # CDRs come back.
-            return self.send_json(
-                200, {"data": [], "limit": -1, "offset": -1, "total": 0}
-            )
+            return self.send_json(200, {"data": [], "limit": -1, "offset": -1, "total": 0})
         try:
             limit = int(query["limit"])
             offset = int(query["offset"])
@@ -159,9 +154,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         except ValueError as exc:
             return self.error(400, str(exc))
         if limit < 0 or offset < 0:
-            return self.send_json(
-                200, {"data": [], "limit": limit, "offset": -1, "total": 0}
-            )
+            return self.send_json(200, {"data": [], "limit": limit, "offset": -1, "total": 0})
         if self.server.config.max_limit:
             limit = min(limit, self.server.config.max_limit)
 
@@ -182,9 +175,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             matched = candidates
         total = len(matched)
         # Newest first, as in the document's sample.
-        page = [
-            matched[total - 1 - k] for k in range(offset, min(offset + limit, total))
-        ]
+        page = [matched[total - 1 - k] for k in range(offset, min(offset + limit, total))]
         body = b'{"data":[' + b",".join(data.record_bytes(i) for i in page)
         body += b'],"limit":%d,"offset":-1,"total":%d}' % (limit, total)
         self.send_json(200, body)
