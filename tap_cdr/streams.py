@@ -143,18 +143,24 @@ class CdrV3Stream(CdrApiStream):
     def _bookmark(self) -> datetime | None:
         state = self.stream_state
         value = state.get("replication_key_value")
-        if value is None or state.get("replication_key") not in (
-            None,
-            self.replication_key,
-        ):
+        if value is None or state.get("replication_key") not in (None, self.replication_key):
             return None
+        return self._parse_bookmark(value)
+
+    def _parse_bookmark(self, value: Any) -> datetime:
         try:
             return parse_instant(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             raise CdrApiError(
-                f"cdr_v3: the state's bookmark {value!r} is not an RFC 3339 timestamp. "
-                "Fix or remove bookmarks.cdr_v3 in the state to continue."
+                f"{self.name}: the state's bookmark {value!r} is not an RFC 3339 timestamp. "
+                f"Fix or remove bookmarks.{self.name} in the state to continue."
             ) from None
+
+    def compare_start_date(self, value: str, start_date_value: str) -> str:
+        # The SDK compares the bookmark with start_date before any record is read;
+        # a corrupt bookmark must fail there with a message that says so.
+        self._parse_bookmark(value)
+        return super().compare_start_date(value, start_date_value)
 
     def get_records(self, context: Context | None) -> Iterator[dict]:
         windows = self.windows()

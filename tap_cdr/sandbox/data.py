@@ -63,6 +63,8 @@ class V3Dataset:
     anchor: datetime = field(default_factory=lambda: default_anchor())
     step_seconds: int = 0
     zone: str = "Asia/Ho_Chi_Minh"
+    # Fields added to every record, to stand for API fields the tap does not know yet.
+    extra_fields: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.anchor.tzinfo is None:
@@ -163,6 +165,7 @@ class V3Dataset:
             "time_presskey": self.local(started + ring + 3) if presskey else "",
             "presskey_delay": 3 if presskey else 0,
             "autocall_recording_url": "",
+            **self.extra_fields,
         }
         return rec
 
