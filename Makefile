@@ -1,0 +1,47 @@
+# tap-cdr developer tasks. Every target builds what it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+# Meltano and singer-tools pin libraries that clash with singer-sdk's, so each
+# gets a virtualenv of its own.
+MELTANO_VENV := .venv-meltano
+TOOLS_VENV := .venv-tools
+
+.PHONY: demo test lint format sandbox check-tap clean
+
+demo: $(VENV)/.installed $(MELTANO_VENV)/.installed
+	bash scripts/demo.sh
+
+test: $(VENV)/.installed $(TOOLS_VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	SINGER_CHECK_TAP=$(TOOLS_VENV)/bin/singer-check-tap $(VENV)/bin/pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+sandbox: $(VENV)/.installed
+	$(VENV)/bin/tap-cdr-sandbox --port 8765
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+$(MELTANO_VENV)/.installed:
+	$(PYTHON) -m venv $(MELTANO_VENV)
+	$(MELTANO_VENV)/bin/pip install --quiet 'meltano>=4,<5'
+	touch $@
+
+$(TOOLS_VENV)/.installed:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet 'singer-tools==0.4.1'
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(MELTANO_VENV) $(TOOLS_VENV) .meltano output
