@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -180,3 +180,108 @@ class V3Normalizer:
 
 def _present(record: dict[str, Any], names: Iterable[str]) -> Iterable[str]:
     return [name for name in names if name in record]
+
+
+VCC_UTC_FIELDS = ("start_ts_utc", "billing_ts_utc", "next_contact_utc", "lastArchivedTime_utc")
+VCC_LOCAL_TIME_FIELDS = ("start_ts", "billing_ts", "next_contact", "lastArchivedTime")
+VCC_INTEGER_FIELDS = (
+    "afterwork",
+    "beforequeuetime",
+    "billingtime",
+    "deletedUserId",
+    "dialermode",
+    "dispositionid",
+    "dispositionreach",
+    "dispositionstatus",
+    "holdtime",
+    "numberid",
+    "prework",
+    "projectid",
+    "queueid",
+    "queuetime",
+    "ringtime",
+    "talktime",
+    "trashUserId",
+    "userid",
+)
+# Documented as strings; the sample sends `dc` as a number. Emitted as text.
+VCC_TEXT_FIELDS = (
+    "call_quantity",
+    "call_rate",
+    "currency",
+    "dc",
+    "destination",
+    "direction",
+    "disposition_comment",
+    "hangup_disposition",
+    "pricetag",
+    "source",
+    "statusArchived",
+    "sum_work",
+    "total_fee",
+    "vcc_score",
+    "shortid",
+    "callfilename",
+)
+CUSTOM_FIELDS = "recordCustomFieldData"
+CUSTOM_FIELDS_MISSPELLED = "recordCustomFielData"
+
+
+def to_text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value if isinstance(value, str) else str(value)
+
+
+def to_bool(value: Any, field: str = "boolean") -> bool | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None if value == "" else value
+    if value in (0, 1, "0", "1"):
+        return bool(int(value))
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+        return value.lower() in ("true", "yes")
+    raise NormalizationError(f"{field}: {value!r} is not a boolean")
+
+
+def derive_time_ended(start_utc: str | None, ringtime: int | None, billingtime: int | None) -> str | None:
+    """The API sends no end time: ``start_ts_utc + ringtime + billingtime`` seconds."""
+    if start_utc is None:
+        return None
+    ended = datetime.fromisoformat(start_utc) + timedelta(seconds=(ringtime or 0) + (billingtime or 0))
+    return ended.isoformat()
+
+
+class VccNormalizer:
+    """Normalise VCC Live CDRs: `*_utc` to RFC 3339, locals kept, blanks to null."""
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
+        record = dict(raw)
+        try:
+            self._apply(record)
+        except NormalizationError as exc:
+            raise NormalizationError(f"cdr_by_uuid record uuid={raw.get('uuid')!r}: {exc}") from None
+        return record
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        for name in _present(record, VCC_UTC_FIELDS):
+            record[name] = to_utc(record[name], UTC, name)
+        for name in _present(record, VCC_LOCAL_TIME_FIELDS):
+            value = record[name]
+            record[name] = None if value in ("", None) or value in ZERO_DATES else value
+        for name in _present(record, VCC_INTEGER_FIELDS):
+            record[name] = to_int(record[name], name)
+        for name in _present(record, VCC_TEXT_FIELDS):
+            record[name] = to_text(record[name])
+        if "special" in record:
+            record["special"] = to_bool(record["special"], "special")
+        misspelled = record.pop(CUSTOM_FIELDS_MISSPELLED, None)
+        correct = record.get(CUSTOM_FIELDS)
+        if misspelled is not None or correct is not None:
+            merged = {**(to_object(misspelled, CUSTOM_FIELDS) or {})}
+            merged.update(to_object(correct, CUSTOM_FIELDS) or {})
+            record[CUSTOM_FIELDS] = merged
+        record["time_ended"] = derive_time_ended(
+            record.get("start_ts_utc"), record.get("ringtime"), record.get("billingtime")
+        )

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tap_cdr import uuids
 from tap_cdr.windows import parse_instant
 
 DEFAULT_LOOKBACK_MINUTES = 120
@@ -26,6 +27,22 @@ DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
 DEFAULT_PAGE_SIZE = 500
 DEFAULT_WINDOW_HOURS = 24
 V3_FILTERS = ("extension", "status", "hotline", "phone", "direction", "campaign_uuid")
+
+
+VCC_DEFAULT_BASE_URL = "https://{customer}.asp.virtual-call-center.eu"
+DEFAULT_RETRY_INTERVAL_MINUTES = 5
+DEFAULT_MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class VccSettings:
+    customer: str
+    api_token: str
+    base_url: str
+    items: list[uuids.WorkItem]
+    retry_interval: timedelta
+    max_attempts: int
+    wait_for_pending: timedelta
 
 
 @dataclass(frozen=True)
@@ -50,10 +67,14 @@ def validate(config: Mapping[str, Any]) -> list[str]:
     """Every problem with ``config``, as messages naming the setting."""
     errors: list[str] = []
     _sync(config, errors)
-    if "cdr_v3" not in config:
-        errors.append("no stream is configured: add a `cdr_v3` object to the config")
-    else:
+    if "cdr_v3" not in config and "cdr_by_uuid" not in config:
+        errors.append(
+            "no stream is configured: add a `cdr_v3` and/or a `cdr_by_uuid` object to the config"
+        )
+    if "cdr_v3" in config:
         _v3(config, errors)
+    if "cdr_by_uuid" in config:
+        _vcc(config, errors)
     return errors
 
 
@@ -63,6 +84,10 @@ def sync_settings(config: Mapping[str, Any]) -> SyncSettings:
 
 def v3_settings(config: Mapping[str, Any]) -> V3Settings:
     return _checked(_v3, config)
+
+
+def vcc_settings(config: Mapping[str, Any]) -> VccSettings:
+    return _checked(_vcc, config)
 
 
 def _checked(parse: Any, config: Mapping[str, Any]) -> Any:
@@ -135,6 +160,58 @@ def _v3(config: Mapping[str, Any], errors: list[str]) -> V3Settings | None:
         page_size=page_size,
         window_hours=window_hours,
         filters={k: str(v) for k, v in filters.items() if k in V3_FILTERS and v not in (None, "")},
+    )
+
+
+def _vcc(config: Mapping[str, Any], errors: list[str]) -> VccSettings | None:
+    section = config.get("cdr_by_uuid")
+    if not isinstance(section, Mapping):
+        errors.append("`cdr_by_uuid` must be an object with `customer` and `api_token`")
+        return None
+    customer = str(section.get("customer") or "").strip()
+    if not customer:
+        errors.append("`cdr_by_uuid.customer` is required: your call centre's id (subdomain)")
+    elif not customer.replace("-", "").replace("_", "").isalnum():
+        errors.append(f"`cdr_by_uuid.customer` must be a subdomain-like id, got {customer!r}")
+    token = section.get("api_token")
+    if not token:
+        errors.append("`cdr_by_uuid.api_token` is required: the API token generated in VCC Live")
+    raw_url = section.get("base_url") or VCC_DEFAULT_BASE_URL.format(customer=customer or "x")
+    base_url, url_error = _base_url(
+        raw_url, "cdr_by_uuid.base_url", bool(config.get("allow_insecure_http"))
+    )
+    if url_error:
+        errors.append(url_error)
+    items: list[uuids.WorkItem] = []
+    raw_items = section.get("uuids") or []
+    if not isinstance(raw_items, list):
+        errors.append("`cdr_by_uuid.uuids` must be an array of uuid or YYYY/MM/uuid strings")
+        raw_items = []
+    try:
+        items = uuids.load(raw_items, section.get("uuids_file"))
+    except uuids.UuidListError as exc:
+        errors.append(f"`cdr_by_uuid`: {exc}")
+    interval = section.get("retry_interval_minutes", DEFAULT_RETRY_INTERVAL_MINUTES)
+    if not _is_int(interval) or interval < 0:
+        errors.append(
+            f"`cdr_by_uuid.retry_interval_minutes` must be a whole number >= 0, got {interval!r}"
+        )
+        interval = DEFAULT_RETRY_INTERVAL_MINUTES
+    attempts = _positive(section, "max_attempts", DEFAULT_MAX_ATTEMPTS, "cdr_by_uuid.", errors)
+    wait = section.get("wait_for_pending_minutes", 0)
+    if not _is_int(wait) or wait < 0:
+        errors.append(
+            f"`cdr_by_uuid.wait_for_pending_minutes` must be a whole number >= 0, got {wait!r}"
+        )
+        wait = 0
+    return VccSettings(
+        customer=customer,
+        api_token=token or "",
+        base_url=base_url or "",
+        items=items,
+        retry_interval=timedelta(minutes=interval),
+        max_attempts=attempts,
+        wait_for_pending=timedelta(minutes=wait),
     )
 
 
