@@ -245,11 +245,15 @@ def to_bool(value: Any, field: str = "boolean") -> bool | None:
     raise NormalizationError(f"{field}: {value!r} is not a boolean")
 
 
-def derive_time_ended(start_utc: str | None, ringtime: int | None, billingtime: int | None) -> str | None:
+def derive_time_ended(
+    start_utc: str | None, ringtime: int | None, billingtime: int | None
+) -> str | None:
     """The API sends no end time: ``start_ts_utc + ringtime + billingtime`` seconds."""
     if start_utc is None:
         return None
-    ended = datetime.fromisoformat(start_utc) + timedelta(seconds=(ringtime or 0) + (billingtime or 0))
+    ended = datetime.fromisoformat(start_utc) + timedelta(
+        seconds=(ringtime or 0) + (billingtime or 0)
+    )
     return ended.isoformat()
 
 
@@ -261,7 +265,9 @@ class VccNormalizer:
         try:
             self._apply(record)
         except NormalizationError as exc:
-            raise NormalizationError(f"cdr_by_uuid record uuid={raw.get('uuid')!r}: {exc}") from None
+            raise NormalizationError(
+                f"cdr_by_uuid record uuid={raw.get('uuid')!r}: {exc}"
+            ) from None
         return record
 
     def _apply(self, record: dict[str, Any]) -> None:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import requests
 from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.types import Context
 from singer_sdk.pagination import OffsetPaginator
 
 from tap_cdr import settings
 from tap_cdr.client import CdrApiError, CdrApiStream, V3TokenAuthenticator, json_body
-from tap_cdr.normalize import V3Normalizer
+from tap_cdr.normalize import V3Normalizer, VccNormalizer
+from tap_cdr.uuids import WorkItem, month_candidates, parse_item
 from tap_cdr.windows import Window, parse_instant, split, sync_range
 
 
@@ -28,6 +33,7 @@ def _schema_dir() -> Path:
 
 
 SCHEMAS = SchemaDirectory(_schema_dir())
+MIN_RETRY_PAUSE_SECONDS = 1.0
 
 
 class V3Paginator(OffsetPaginator):
@@ -211,3 +217,200 @@ class CdrV3Stream(BookmarkedStream):
                 continue
             seen.add(cdr_id)
             yield self.normalize(raw)
+
+
+class CdrByUuidStream(BookmarkedStream):
+    """VCC Live ``GET /v2/cdr/{year}/{month}/{uuid}``: one CDR per announced call.
+
+    A CDR can be registered minutes after the call ends, so a uuid that is not
+    available yet goes to a pending queue in state and is retried, in this run and
+    later ones, every ``retry_interval_minutes`` up to ``max_attempts``; then it is
+    given up loudly. No announced uuid is ever dropped silently.
+    """
+
+    name = "cdr_by_uuid"
+    path = "/v2/cdr/{year}/{month}/{uuid}"
+    settings_key = "cdr_by_uuid"
+    primary_keys = ("uuid",)
+    schema = StreamSchema(SCHEMAS)
+
+    @cached_property
+    def vcc(self) -> settings.VccSettings:
+        return settings.vcc_settings(self.config)
+
+    @property
+    def url_base(self) -> str:
+        return self.vcc.base_url
+
+    @cached_property
+    def authenticator(self) -> BasicAuthenticator:
+        return BasicAuthenticator(username=self.vcc.customer, password=self.vcc.api_token)
+
+    @cached_property
+    def normalize(self) -> VccNormalizer:
+        return VccNormalizer()
+
+    def get_new_paginator(self) -> None:
+        return None
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    def validate_response(self, response: requests.Response) -> None:
+        if response.status_code == HTTPStatus.NOT_FOUND:
+            return  # not registered yet (or not in this month): see parse_response
+        if response.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            raise CdrApiError(
+                self.response_error_message(response)
+                + ". Check cdr_by_uuid.customer and cdr_by_uuid.api_token, and that this "
+                "machine's IP address is on the customer's API allow-list."
+            )
+        super().validate_response(response)
+
+    def envelope_problem(self, body: Any) -> str | None:
+        if not isinstance(body, dict) or not ("response" in body or "errors" in body):
+            return "expected a JSON object with `response` and `errors`"
+        if not isinstance(body.get("errors", []), (list, type(None))):
+            return "the envelope's `errors` is not a list"
+        if not isinstance(body.get("response"), (dict, list, type(None))):
+            return "the envelope's `response` is not an object"
+        return None
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        if response.status_code == HTTPStatus.NOT_FOUND:
+            return []
+        body = json_body(response)
+        if body.get("errors"):
+            self.logger.info("cdr_by_uuid: %s: %s", response.request.path_url, body["errors"])
+            return []
+        found = body.get("response")
+        # The document calls the body a "CDR array" and shows an object: take both.
+        if isinstance(found, list):
+            return [item for item in found if isinstance(item, dict) and item]
+        return [found] if found else []
+
+    # -- the work list and the pending queue ---------------------------------------
+
+    def get_records(self, context: Context | None) -> Iterator[dict]:
+        queue = PendingQueue.from_state(
+            self.stream_state.get("pending"), self.vcc.retry_interval, self.vcc.max_attempts
+        )
+        self._bookmark_value = self.stream_state.get("replication_key_value")
+        fetched_this_run: set[str] = set()
+        counts = {"fetched": 0, "given_up": 0}
+        deadline = utc_now() + self.vcc.wait_for_pending
+        work = queue.due(utc_now()) + [
+            item for item in self.vcc.items if item.uuid not in queue.entries
+        ]
+        while True:
+            for item in work:
+                if item.uuid in fetched_this_run:
+                    continue
+                record = self.fetch(item)
+                if record is not None:
+                    fetched_this_run.add(item.uuid)
+                    queue.entries.pop(item.uuid, None)
+                    counts["fetched"] += 1
+                    self._advance_bookmark(record.get("time_ended"))
+                    yield record
+                elif queue.failed_attempt(item, utc_now()):
+                    counts["given_up"] += 1
+                    self.logger.error(
+                        "cdr_by_uuid: giving up on uuid %s after %d attempts: its CDR "
+                        "never became available",
+                        item.uuid,
+                        self.vcc.max_attempts,
+                    )
+                self.commit_state(self._bookmark_value, pending=queue.to_state())
+            if not queue.entries or utc_now() >= deadline:
+                break
+            wake = min(queue.next_due(), deadline)
+            # Never spin: even with a zero retry interval, rounds are a second apart.
+            time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
+            work = queue.due(utc_now())
+        self.commit_state(self._bookmark_value, pending=queue.to_state())
+        summary = (
+            f"cdr_by_uuid: fetched {counts['fetched']}, pending {len(queue.entries)}, "
+            f"given up {counts['given_up']}"
+        )
+        self.logger.log(logging.WARNING if counts["given_up"] else logging.INFO, summary)
+
+    def fetch(self, item: WorkItem) -> dict | None:
+        """The CDR of one uuid, trying each candidate month; None if not available."""
+        now = utc_now()
+        for year, month in month_candidates(item, now.year, now.month):
+            context = {"year": f"{year:04d}", "month": f"{month:02d}", "uuid": item.uuid}
+            for raw in self.request_records(context):
+                raw.setdefault("uuid", item.uuid)
+                return self.normalize(raw)
+        return None
+
+    def _advance_bookmark(self, value: str | None) -> None:
+        if value and (self._bookmark_value is None or value > self._bookmark_value):
+            self._bookmark_value = value
+
+
+class PendingQueue:
+    """uuids announced but not available yet, as kept in state:
+    ``{uuid: {"month", "first_seen", "last_attempt", "attempts"}}``."""
+
+    def __init__(self, entries: dict, interval: timedelta, max_attempts: int) -> None:
+        self.entries = entries
+        self.interval = interval
+        self.max_attempts = max_attempts
+
+    @classmethod
+    def from_state(cls, raw: Any, interval: timedelta, max_attempts: int) -> PendingQueue:
+        if raw is None:
+            return cls({}, interval, max_attempts)
+        problem = "" if isinstance(raw, dict) else "it is not an object"
+        for uuid, entry in raw.items() if not problem else ():
+            try:
+                parse_instant(entry["last_attempt"])
+                parse_instant(entry["first_seen"])
+                int(entry["attempts"])
+                parse_item(f"{entry['month']}/{uuid}" if entry.get("month") else uuid, "")
+            except (KeyError, TypeError, ValueError, AttributeError):
+                problem = f"its entry for {uuid!r} is malformed: {entry!r}"
+                break
+        if problem:
+            raise CdrApiError(
+                f"cdr_by_uuid: the state's pending queue cannot be read: {problem}. Fix "
+                "bookmarks.cdr_by_uuid.pending in the state (removing it forgets those uuids)."
+            )
+        return cls({k: dict(v) for k, v in raw.items()}, interval, max_attempts)
+
+    def item(self, uuid: str) -> WorkItem:
+        month = self.entries[uuid].get("month")
+        return parse_item(f"{month}/{uuid}" if month else uuid, "state")
+
+    def due(self, now: datetime) -> list[WorkItem]:
+        ready = [
+            uuid
+            for uuid, entry in self.entries.items()
+            if parse_instant(entry["last_attempt"]) + self.interval <= now
+        ]
+        ready.sort(key=lambda uuid: self.entries[uuid]["first_seen"])
+        return [self.item(uuid) for uuid in ready]
+
+    def next_due(self) -> datetime:
+        return min(parse_instant(e["last_attempt"]) for e in self.entries.values()) + self.interval
+
+    def failed_attempt(self, item: WorkItem, now: datetime) -> bool:
+        """Count a miss; True when the uuid has used up its attempts and is dropped."""
+        stamp = now.isoformat()
+        entry = self.entries.setdefault(
+            item.uuid, {"month": item.month_label, "first_seen": stamp, "attempts": 0}
+        )
+        entry["attempts"] = int(entry["attempts"]) + 1
+        entry["last_attempt"] = stamp
+        if entry["attempts"] >= self.max_attempts:
+            del self.entries[item.uuid]
+            return True
+        return False
+
+    def to_state(self) -> dict:
+        return {uuid: dict(entry) for uuid, entry in self.entries.items()}
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -9,7 +9,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_cdr import settings
-from tap_cdr.streams import CdrV3Stream
+from tap_cdr.streams import CdrByUuidStream, CdrV3Stream
 
 
 class TapCDR(Tap):
@@ -102,6 +102,62 @@ class TapCDR(Tap):
             ),
             description="The TEL4VN v3 CDR list API. Its presence enables the cdr_v3 stream.",
         ),
+        th.Property(
+            "cdr_by_uuid",
+            th.ObjectType(
+                th.Property(
+                    "customer",
+                    th.StringType,
+                    required=True,
+                    description="Your call centre's id (its subdomain); the Basic auth user.",
+                ),
+                th.Property(
+                    "api_token",
+                    th.StringType,
+                    required=True,
+                    secret=True,
+                    description="Secret. The API token; the Basic auth password.",
+                ),
+                th.Property(
+                    "base_url",
+                    th.StringType,
+                    description="Default https://{customer}.asp.virtual-call-center.eu "
+                    "(override for the sandbox or a proxy).",
+                ),
+                th.Property(
+                    "uuids",
+                    th.ArrayType(th.StringType),
+                    description="Calls to fetch: each a uuid or YYYY/MM/uuid.",
+                ),
+                th.Property(
+                    "uuids_file",
+                    th.StringType,
+                    description="A file of calls to fetch, one uuid or YYYY/MM/uuid per "
+                    "line; blank lines and # comments are ignored.",
+                ),
+                th.Property(
+                    "retry_interval_minutes",
+                    th.IntegerType,
+                    default=settings.DEFAULT_RETRY_INTERVAL_MINUTES,
+                    description="Minutes between attempts at a uuid that is not available yet.",
+                ),
+                th.Property(
+                    "max_attempts",
+                    th.IntegerType,
+                    default=settings.DEFAULT_MAX_ATTEMPTS,
+                    description="Attempts before a uuid is given up (logged as an ERROR).",
+                ),
+                th.Property(
+                    "wait_for_pending_minutes",
+                    th.IntegerType,
+                    default=0,
+                    description="Keep retrying pending uuids in-process for up to this "
+                    "many minutes (for pipelines that run rarely).",
+                ),
+            ),
+            description="The VCC Live CDR-by-uuid API. Its presence enables the "
+            "cdr_by_uuid stream.",
+        ),
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -115,6 +171,8 @@ class TapCDR(Tap):
         streams = []
         if "cdr_v3" in self.config:
             streams.append(CdrV3Stream(self))
+        if "cdr_by_uuid" in self.config:
+            streams.append(CdrByUuidStream(self))
         return streams
 
 

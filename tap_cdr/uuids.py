@@ -67,7 +67,9 @@ def load(uuids: Iterable[str] | None, uuids_file: str | None) -> list[WorkItem]:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise UuidListError(f"uuids_file {str(path)!r} cannot be read: {exc.strerror}") from None
+            raise UuidListError(
+                f"uuids_file {str(path)!r} cannot be read: {exc.strerror}"
+            ) from None
         items += parse_lines(text.splitlines(), f"uuids_file {path.name}")
     return dedupe(items)
 

@@ -30,6 +30,9 @@ class SyncResult:
     def ids(self) -> list[str]:
         return [r["id"] for r in self.records]
 
+    def ids_of(self, key: str) -> list[str]:
+        return [r[key] for r in self.records]
+
     @property
     def states(self) -> list[dict]:
         return [m["value"] for m in self.messages if m["type"] == "STATE"]

@@ -186,3 +186,104 @@ def default_anchor() -> datetime:
     """
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     return now - timedelta(hours=1)
+
+
+@dataclass
+class VccDataset:
+    """VCC Live CDRs looked up by uuid, filed under the local (or UTC) month.
+
+    The two oldest calls straddle the month boundary before the anchor: their local
+    month (Europe/Budapest) and UTC month differ, as happens to real calls just after
+    local midnight on the 1st.
+    """
+
+    records: int = 20
+    seed: int = 1
+    anchor: datetime = field(default_factory=lambda: default_anchor())
+    step_seconds: int = 3600
+    zone: str = "Europe/Budapest"
+    month_basis: str = "local"  # or "utc": which month the API files a call under
+
+    def __post_init__(self) -> None:
+        if self.anchor.tzinfo is None:
+            self.anchor = self.anchor.replace(tzinfo=timezone.utc)
+        self._tz = ZoneInfo(self.zone)
+        self.uuids = [_uuid(random.Random(f"vcc-{self.seed}-{i}")) for i in range(self.records)]
+        self._index = {u: i for i, u in enumerate(self.uuids)}
+
+    def start_epoch(self, i: int) -> int:
+        if i < 2:
+            # Local 00:30 and 00:10 on the 1st of the anchor's month.
+            first = self.anchor.astimezone(self._tz).replace(
+                day=1, hour=0, minute=30 - 20 * i, second=0, microsecond=0
+            )
+            return int(first.timestamp())
+        return int(self.anchor.timestamp()) - (self.records - 1 - i) * self.step_seconds
+
+    def filed_under(self, i: int) -> tuple[int, int]:
+        zone = self._tz if self.month_basis == "local" else timezone.utc
+        moment = datetime.fromtimestamp(self.start_epoch(i), zone)
+        return moment.year, moment.month
+
+    def find(self, uuid: str) -> int | None:
+        return self._index.get(uuid)
+
+    def record(self, i: int) -> dict:
+        rng = random.Random(f"vcc-record-{self.seed}-{i}")
+        start = self.start_epoch(i)
+        answered = rng.random() < 0.6
+        ring = rng.randint(3, 30)
+        billing = rng.randint(10, 600) if answered else 0
+        local = datetime.fromtimestamp(start, self._tz)
+        utc = datetime.fromtimestamp(start, timezone.utc)
+        billing_local = datetime.fromtimestamp(start + ring, self._tz)
+        billing_utc = datetime.fromtimestamp(start + ring, timezone.utc)
+        uuid = self.uuids[i]
+        custom_key = "recordCustomFieldData" if i % 2 == 0 else "recordCustomFielData"
+        return {
+            "projectid": rng.randint(1, 5),
+            "ringtime": ring,
+            "special": False,
+            "dispositionreach": 2 if answered else 1,
+            "direction": rng.choice(("outbound", "inbound")),
+            "prework": 0,
+            "uuid": uuid,
+            "shortid": f"{i:04X}T{rng.randint(0, 999):03d}E",
+            "beforequeuetime": rng.randint(0, 20),
+            "userid": rng.randint(1, 40) if answered else -1,
+            "dispositionstatus": rng.randint(1, 9),
+            "callfilename": uuid,
+            "destination": "36" + "".join(rng.choice("0123456789") for _ in range(8)),
+            "start_ts": local.strftime(FMT),
+            "start_ts_utc": utc.strftime(FMT),
+            "afterwork": rng.randint(0, 30),
+            "source": "36" + "".join(rng.choice("0123456789") for _ in range(9)),
+            "queuetime": rng.randint(0, 60),
+            "numberid": i + 1,
+            "billingtime": billing,
+            "dispositionid": rng.randint(1, 4),
+            "billing_ts": billing_local.strftime(FMT) if answered else "0000-00-00 00:00:00",
+            "billing_ts_utc": billing_utc.strftime(FMT) if answered else "0000-00-00 00:00:00",
+            "holdtime": rng.randint(0, 30) if answered else 0,
+            "talktime": max(0, billing - 5) if answered else 0,
+            "queueid": rng.randint(1, 10),
+            "next_contact": "0000-00-00 00:00:00",
+            "next_contact_utc": "0000-00-00 00:00:00",
+            "sum_work": f"00:{(ring + billing) // 60 % 60:02d}:{(ring + billing) % 60:02d}",
+            "call_quantity": f"{rng.random():.6f}",
+            "call_rate": None,
+            "currency": rng.choice((None, "HUF", "EUR")),
+            "hangup_disposition": rng.choice(("customer", "agent")),
+            "dc": rng.choice((16, 17, 19)),
+            "dialermode": rng.randint(1, 3),
+            "vcc_score": None,
+            "pricetag": "hu-out-mobile",
+            "disposition_comment": rng.choice((None, "", "Visszahívást kért — ügyfél elégedett")),
+            "total_fee": None,
+            custom_key: {"egyedimezo": rng.choice(("egyedimező-érték", "árvíztűrő tükörfúrógép"))},
+            "statusArchived": "no",
+            "lastArchivedTime": "0000-00-00 00:00:00",
+            "lastArchivedTime_utc": "0000-00-00 00:00:00",
+            "trashUserId": None,
+            "deletedUserId": None,
+        }

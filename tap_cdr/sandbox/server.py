@@ -8,16 +8,18 @@ Routes (TEL4VN v3):
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tap_cdr.sandbox.data import V3Dataset
+from tap_cdr.sandbox.data import V3Dataset, VccDataset
 
 V3_EQUALITY_FILTERS = ("extension", "direction", "campaign_uuid")
 
@@ -34,6 +36,15 @@ class SandboxConfig:
     token_max_uses: int = 0
     # The API's maximum page size is undocumented; 0 serves any `limit` in full.
     max_limit: int = 0
+    vcc: VccDataset = field(default_factory=VccDataset)
+    vcc_customer: str = "sandbox"
+    vcc_token: str = "sandbox-vcc-token"
+    # Registration delay: a uuid answers "not available" for its first K requests,
+    # or for its first T seconds after the sandbox starts.
+    vcc_delay_requests: dict[str, int] = field(default_factory=dict)
+    vcc_delay_seconds: dict[str, float] = field(default_factory=dict)
+    # How "not available" is said (undocumented): "errors", "404" or "empty".
+    vcc_pending_style: str = "errors"
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -47,6 +58,8 @@ class SandboxServer(ThreadingHTTPServer):
         self.issued: dict[str, int] = {}  # token -> requests left (-1: unlimited)
         self.request_log: list[tuple[str, str]] = []
         self._counter = itertools.count(1)
+        self.started = time.monotonic()
+        self.vcc_requests: dict[str, int] = {}
 
     @property
     def url(self) -> str:
@@ -110,6 +123,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return self.v3_token()
         if method == "GET" and path == "/v3/cdr":
             return self.v3_list(query)
+        if method == "GET" and path.startswith("/v2/cdr/"):
+            return self.vcc_lookup(path.split("/")[3:])
         return self.error(404, f"no route for {method} {parts.path}")
 
     def do_GET(self) -> None:
@@ -186,6 +201,49 @@ class SandboxHandler(BaseHTTPRequestHandler):
         body = b'{"data":[' + b",".join(data.record_bytes(i) for i in page)
         body += b'],"limit":%d,"offset":-1,"total":%d}' % (limit, total)
         self.send_json(200, body)
+
+    # -- VCC Live v2 ---------------------------------------------------------------
+
+    def vcc_authorized(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        if not header.lower().startswith("basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        config = self.server.config
+        return user == config.vcc_customer and password == config.vcc_token
+
+    def vcc_lookup(self, parts: list[str]) -> None:
+        if not self.vcc_authorized():
+            return self.send_json(401, {"response": None, "errors": ["Unauthorized"]})
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            return self.send_json(
+                400, {"response": None, "errors": ["expected /v2/cdr/YYYY/MM/uuid"]}
+            )
+        year, month, uuid = int(parts[0]), int(parts[1]), parts[2]
+        config = self.server.config
+        with self.server.lock:
+            seen = self.server.vcc_requests.get(uuid, 0)
+            self.server.vcc_requests[uuid] = seen + 1
+        index = config.vcc.find(uuid)
+        registered = (
+            index is not None
+            and seen >= config.vcc_delay_requests.get(uuid, 0)
+            and time.monotonic() - self.server.started >= config.vcc_delay_seconds.get(uuid, 0)
+        )
+        if not registered or config.vcc.filed_under(index) != (year, month):
+            return self.vcc_not_available()
+        self.send_json(200, {"response": config.vcc.record(index), "errors": []})
+
+    def vcc_not_available(self) -> None:
+        style = self.server.config.vcc_pending_style
+        if style == "404":
+            return self.send_json(404, {"response": None, "errors": ["CDR not found"]})
+        if style == "empty":
+            return self.send_json(200, {"response": {}, "errors": []})
+        return self.send_json(200, {"response": None, "errors": ["No CDR found for this uuid"]})
 
 
 def _epoch(data: V3Dataset, value: str | None) -> int | None:

@@ -1,0 +1,188 @@
+"""cdr_by_uuid against the sandbox: fetch, pending queue across runs, give-up, months."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import pytest
+from singer_sdk.exceptions import FatalAPIError
+
+from tap_cdr.sandbox import SandboxConfig, start
+from tap_cdr.sandbox.data import VccDataset
+from tests.conftest import ANCHOR, run_tap
+
+
+@pytest.fixture
+def vcc():
+    servers = []
+
+    def make(records: int = 20, anchor: datetime = ANCHOR, month_basis: str = "local", **kw):
+        dataset = VccDataset(records=records, anchor=anchor, month_basis=month_basis)
+        server = start(SandboxConfig(vcc=dataset, **kw))
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def config_for(server, items, **overrides):
+    section = {
+        "customer": "sandbox",
+        "api_token": "sandbox-vcc-token",
+        "base_url": server.url,
+        "uuids": items,
+        "retry_interval_minutes": 0,
+    }
+    section.update(overrides)
+    return {"cdr_by_uuid": section}
+
+
+def dated(server, i):
+    year, month = server.config.vcc.filed_under(i)
+    return f"{year:04d}/{month:02d}/{server.config.vcc.uuids[i]}"
+
+
+def pending_of(result):
+    return result.final_state["bookmarks"]["cdr_by_uuid"].get("pending", {})
+
+
+def test_available_at_once_with_derived_time_ended(vcc):
+    server = vcc(records=6)
+    result = run_tap(config_for(server, [dated(server, i) for i in range(2, 6)]))
+    assert sorted(result.ids_of("uuid")) == sorted(server.config.vcc.uuids[2:6])
+    for record in result.records:
+        raw = server.config.vcc.record(server.config.vcc.find(record["uuid"]))
+        start_utc = datetime.fromisoformat(raw["start_ts_utc"]).replace(tzinfo=timezone.utc)
+        ended = datetime.fromisoformat(record["time_ended"])
+        assert (ended - start_utc).total_seconds() == raw["ringtime"] + raw["billingtime"]
+        assert record["start_ts"] == raw["start_ts"]  # local kept as sent
+        assert record["next_contact"] is None and record["next_contact_utc"] is None
+        assert "recordCustomFielData" not in record
+        assert isinstance(record["recordCustomFieldData"], dict)
+    answered = [r for r in result.records if r["billingtime"]]
+    unanswered = [r for r in result.records if not r["billingtime"]]
+    assert answered and unanswered
+    assert pending_of(result) == {}
+
+
+def test_both_spellings_of_custom_fields_are_emitted_as_one(vcc):
+    server = vcc(records=6)
+    result = run_tap(config_for(server, [dated(server, 2), dated(server, 3)]))
+    values = {r["recordCustomFieldData"]["egyedimezo"] for r in result.records}
+    assert len(result.records) == 2 and values <= {"egyedimező-érték", "árvíztűrő tükörfúrógép"}
+
+
+def test_uuid_available_on_attempt_three(vcc):
+    server = vcc(records=6)
+    uuid = server.config.vcc.uuids[4]
+    # Each attempt tries three months for a dated item: 6 misses are two attempts.
+    server.config.vcc_delay_requests = {uuid: 6}
+    config = config_for(server, [dated(server, 4)])
+    first = run_tap(config)
+    assert first.records == [] and pending_of(first)[uuid]["attempts"] == 1
+    second = run_tap(config, state=first.final_state)
+    assert second.records == [] and pending_of(second)[uuid]["attempts"] == 2
+    third = run_tap(config, state=second.final_state)
+    assert third.ids_of("uuid") == [uuid] and pending_of(third) == {}
+
+
+@pytest.mark.parametrize("style", ["errors", "404", "empty"])
+def test_never_available_is_given_up_with_an_error_and_summary(vcc, caplog, style):
+    server = vcc(records=6, vcc_pending_style=style)
+    missing = "00000000-0000-4000-8000-000000000000"
+    config = config_for(server, [dated(server, 2), missing], max_attempts=3)
+    state = None
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            result = run_tap(config, state=state)
+            state = result.final_state
+    assert pending_of(result) == {}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(missing in m and "giving up" in m for m in errors)
+    summaries = [r.getMessage() for r in caplog.records if "fetched" in r.getMessage()]
+    assert summaries[-1] == "cdr_by_uuid: fetched 1, pending 0, given up 1"
+
+
+def test_pending_queue_survives_a_kill_between_runs(vcc):
+    server = vcc(records=6)
+    uuid = server.config.vcc.uuids[3]
+    server.config.vcc_delay_requests = {uuid: 3}
+    config = config_for(server, [dated(server, 2), dated(server, 3)])
+    first = run_tap(config)
+    # The target kept the last STATE; the next process starts from it alone.
+    assert list(pending_of(first)) == [uuid]
+    second = run_tap(
+        {**config, "cdr_by_uuid": {**config["cdr_by_uuid"], "uuids": []}}, state=first.final_state
+    )
+    assert second.ids_of("uuid") == [uuid]
+    assert pending_of(second) == {}
+
+
+def test_retry_interval_is_respected(vcc):
+    server = vcc(records=6)
+    uuid = server.config.vcc.uuids[3]
+    server.config.vcc_delay_requests = {uuid: 3}
+    config = config_for(server, [dated(server, 3)], retry_interval_minutes=5)
+    first = run_tap(config)
+    requests_before = server.vcc_requests[uuid]
+    second = run_tap(config, state=first.final_state)
+    assert second.records == [] and server.vcc_requests[uuid] == requests_before
+    assert pending_of(second)[uuid]["attempts"] == 1
+
+
+@pytest.mark.parametrize("basis", ["local", "utc"])
+def test_month_boundary_fallback(vcc, basis):
+    server = vcc(records=6, month_basis=basis)
+    data = server.config.vcc
+    # Call 0 starts 00:30 local on March 1st, i.e. February 29th in UTC.
+    items = [f"2024/03/{data.uuids[0]}", f"2024/02/{data.uuids[1]}"]
+    result = run_tap(config_for(server, items))
+    assert sorted(result.ids_of("uuid")) == sorted(data.uuids[:2])
+
+
+def test_no_month_tries_this_month_then_the_last(vcc):
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    server = vcc(records=6, anchor=now)
+    data = server.config.vcc
+    result = run_tap(config_for(server, data.uuids[2:]))
+    assert sorted(result.ids_of("uuid")) == sorted(data.uuids[2:])
+
+
+def test_same_uuid_twice_is_fetched_once_per_run(vcc):
+    server = vcc(records=6)
+    item = dated(server, 2)
+    result = run_tap(config_for(server, [item, item, item.split("/")[-1]]))
+    assert len(result.records) == 1
+
+
+def test_wait_for_pending_retries_in_process(vcc):
+    server = vcc(records=6)
+    uuid = server.config.vcc.uuids[3]
+    server.config.vcc_delay_seconds = {uuid: 1.5}
+    config = config_for(server, [dated(server, 3)], wait_for_pending_minutes=1)
+    config["cdr_by_uuid"]["retry_interval_minutes"] = 0
+    result = run_tap(config)
+    assert result.ids_of("uuid") == [uuid]
+
+
+def test_401_is_fatal_and_clear_without_retry_storm(vcc):
+    server = vcc(records=6)
+    config = config_for(server, [dated(server, 2)], api_token="wrong-secret-token")
+    with pytest.raises(FatalAPIError) as info:
+        run_tap(config)
+    message = str(info.value)
+    assert "401" in message and "allow-list" in message and "wrong-secret-token" not in message
+    assert len(server.request_log) == 1
+
+
+def test_malformed_uuids_item_is_a_config_error(vcc):
+    from singer_sdk.exceptions import ConfigValidationError
+
+    server = vcc(records=6)
+    with pytest.raises(ConfigValidationError) as info:
+        run_tap(config_for(server, [dated(server, 2), "2024/03/not-a-uuid"]))
+    assert any("uuids[1]" in e and "not-a-uuid" in e for e in info.value.errors)
