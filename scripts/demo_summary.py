@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import duckdb
@@ -11,6 +12,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("path")
 parser.add_argument("--extracted", default="?")
 parser.add_argument("--expected", type=int)
+parser.add_argument("--state")
 args = parser.parse_args()
 
 db = duckdb.connect(args.path, read_only=True)
@@ -31,6 +33,19 @@ for column in ("status", "direction"):
         f"select {column}, count(*) from {table} group by 1 order by 2 desc"
     ).fetchall():
         print(f"    {value or '(blank)':<12} {count}")
+
+tables = {name for (name,) in db.sql("select table_name from information_schema.tables").fetchall()}
+if "cdr_by_uuid" in tables:
+    (lookups,) = db.sql("select count(*) from tap_cdr.cdr_by_uuid").fetchone()
+    print(f"  rows in tap_cdr.cdr_by_uuid : {lookups}")
+if args.state:
+    try:
+        with open(args.state) as handle:
+            state = json.load(handle)
+        pending = state["singer_state"]["bookmarks"]["cdr_by_uuid"].get("pending", {})
+        print(f"  cdr_by_uuid pending in state: {len(pending)} {sorted(pending)}")
+    except (OSError, ValueError, KeyError):
+        pass
 
 if args.expected is not None:
     verdict = "OK" if rows == args.expected == distinct else "MISMATCH"

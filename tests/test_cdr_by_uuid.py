@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -186,3 +187,21 @@ def test_malformed_uuids_item_is_a_config_error(vcc):
     with pytest.raises(ConfigValidationError) as info:
         run_tap(config_for(server, [dated(server, 2), "2024/03/not-a-uuid"]))
     assert any("uuids[1]" in e and "not-a-uuid" in e for e in info.value.errors)
+
+
+def test_twenty_uuids_five_delayed_past_the_first_run(vcc):
+    server = vcc(records=20)
+    data = server.config.vcc
+    delayed = data.uuids[15:]
+    server.config.vcc_delay_seconds = dict.fromkeys(delayed, 2.0)
+    config = config_for(server, [dated(server, i) for i in range(20)])
+    first = run_tap(config)
+    assert sorted(first.ids_of("uuid")) == sorted(data.uuids[:15])
+    assert sorted(pending_of(first)) == sorted(delayed)
+    assert all(entry["attempts"] == 1 for entry in pending_of(first).values())
+    time.sleep(2.1)
+    second = run_tap(config, state=first.final_state)
+    # Pending uuids come first, then the configured list is fetched again (idempotent).
+    assert second.ids_of("uuid")[:5] == delayed
+    assert sorted(set(second.ids_of("uuid"))) == sorted(data.uuids)
+    assert pending_of(second) == {}

@@ -10,7 +10,7 @@ import argparse
 import sys
 from datetime import datetime, timezone
 
-from tap_cdr.sandbox.data import V3Dataset, default_anchor
+from tap_cdr.sandbox.data import V3Dataset, VccDataset, default_anchor
 from tap_cdr.sandbox.server import SandboxConfig, SandboxServer, start
 
 __all__ = ["SandboxConfig", "SandboxServer", "V3Dataset", "main", "start"]
@@ -43,7 +43,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default="sandbox-api-key")
     parser.add_argument("--token-max-uses", type=int, default=0)
     parser.add_argument("--max-limit", type=int, default=0)
+    vcc = parser.add_argument_group("VCC Live CDR-by-uuid API")
+    vcc.add_argument("--vcc-records", type=int, default=20)
+    vcc.add_argument("--vcc-customer", default="sandbox")
+    vcc.add_argument("--vcc-token", default="sandbox-vcc-token")
+    vcc.add_argument("--vcc-month-basis", choices=("local", "utc"), default="local")
+    vcc.add_argument("--vcc-pending-style", choices=("errors", "404", "empty"), default="errors")
+    vcc.add_argument(
+        "--vcc-delay-requests",
+        action="append",
+        default=[],
+        metavar="UUID=K",
+        help="the uuid answers 'not available' to its first K requests",
+    )
+    vcc.add_argument(
+        "--vcc-delay-seconds",
+        action="append",
+        default=[],
+        metavar="UUID=T",
+        help="the uuid answers 'not available' for T seconds after the sandbox starts",
+    )
+    vcc.add_argument(
+        "--print-vcc-uuids",
+        type=int,
+        metavar="N",
+        help="print the first N VCC calls as YYYY/MM/uuid items and exit",
+    )
     return parser.parse_args(argv)
+
+
+def _pairs(values: list[str], convert: type) -> dict:
+    pairs = {}
+    for value in values:
+        key, _, number = value.partition("=")
+        pairs[key.strip()] = convert(number)
+    return pairs
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
@@ -55,6 +89,17 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
             step_seconds=args.step_seconds,
             zone=args.timezone,
         ),
+        vcc=VccDataset(
+            records=args.vcc_records,
+            seed=args.seed,
+            anchor=args.anchor or default_anchor(),
+            month_basis=args.vcc_month_basis,
+        ),
+        vcc_customer=args.vcc_customer,
+        vcc_token=args.vcc_token,
+        vcc_delay_requests=_pairs(args.vcc_delay_requests, int),
+        vcc_delay_seconds=_pairs(args.vcc_delay_seconds, float),
+        vcc_pending_style=args.vcc_pending_style,
         token=args.token,
         api_key=args.api_key,
         token_max_uses=args.token_max_uses,
@@ -64,7 +109,13 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    server = SandboxServer(args.port, config_from_args(args))
+    config = config_from_args(args)
+    if args.print_vcc_uuids:
+        for i in range(min(args.print_vcc_uuids, config.vcc.records)):
+            year, month = config.vcc.filed_under(i)
+            print(f"{year:04d}/{month:02d}/{config.vcc.uuids[i]}")
+        return
+    server = SandboxServer(args.port, config)
     print(server.url, flush=True)
     print(
         f"sandbox: {args.records} v3 CDRs ending at {server.config.v3.anchor:%Y-%m-%d %H:%M} UTC",
