@@ -7,7 +7,12 @@ Only this module knows HTTP details.
 from __future__ import annotations
 
 import decimal
+import email.utils
 import json
+import random
+import time
+from collections.abc import Generator
+from functools import cached_property
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,7 +22,9 @@ from singer_sdk.authenticators import APIAuthenticatorBase
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.streams import RESTStream
 
-REQUEST_TIMEOUT_SECONDS = 60
+from tap_cdr import settings
+
+REQUEST_TIMEOUT_SECONDS = settings.DEFAULT_REQUEST_TIMEOUT_SECONDS
 _BODY_ATTR = "_tap_cdr_body"
 
 
@@ -131,15 +138,82 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         return token
 
 
+class ServerWait(float):
+    """A wait the server asked for (Retry-After): honoured as is, never jittered."""
+
+
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """Retry-After as seconds, from either of its forms (delta-seconds or HTTP date)."""
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
 class CdrApiStream(RESTStream):
     """Base for the CDR streams: one config section per API, shared HTTP policy."""
 
     #: The config object that configures this stream (e.g. ``cdr_v3``).
     settings_key: str = ""
 
+    @cached_property
+    def http(self) -> settings.HttpSettings:
+        return settings.http_settings(self.config)
+
     @property
-    def timeout(self) -> int:
-        return REQUEST_TIMEOUT_SECONDS
+    def timeout(self) -> float:  # type: ignore[override]
+        return self.http.timeout
+
+    # -- retries: the SDK's backoff decorator, with our wait policy ------------------
+
+    def backoff_max_tries(self) -> int:
+        return self.http.max_tries
+
+    def backoff_wait_generator(self) -> Generator[float, Any, None]:  # type: ignore[override]
+        """Exponential waits (1, 2, 4 ... s), or the server's Retry-After when given;
+        every wait capped by ``max_retry_wait_seconds``."""
+        cap = self.http.max_retry_wait
+        attempt = 0
+        exception = yield 0.0  # primed by backoff
+        while True:
+            response = getattr(exception, "response", None)
+            server_wait = retry_after_seconds(response)
+            if getattr(exception, "retry_now", False):
+                wait: float = ServerWait(0.0)
+            elif server_wait is not None:
+                wait = ServerWait(min(server_wait, cap))
+            else:
+                wait = min(cap, float(2**attempt))
+            attempt += 1
+            exception = yield wait
+
+    def backoff_jitter(self, value: float) -> float:
+        if isinstance(value, ServerWait):
+            return float(value)
+        # Full jitter spreads the retries of many taps hitting one API.
+        return random.uniform(value / 2, value)
+
+    def backoff_handler(self, details: Any) -> None:
+        exception = details.get("exception")
+        self.logger.warning(
+            "%s: attempt %d failed (%s); retrying in %.1f s",
+            self.name,
+            details.get("tries", 0),
+            str(exception)
+            if isinstance(exception, RetriableAPIError)
+            else type(exception).__name__,
+            details.get("wait") or 0.0,
+        )
 
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code

@@ -45,6 +45,18 @@ class VccSettings:
     wait_for_pending: timedelta
 
 
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
+DEFAULT_MAX_REQUEST_TRIES = 6
+DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    timeout: float
+    max_tries: int
+    max_retry_wait: float
+
+
 @dataclass(frozen=True)
 class SyncSettings:
     start_date: datetime | None
@@ -67,6 +79,7 @@ def validate(config: Mapping[str, Any]) -> list[str]:
     """Every problem with ``config``, as messages naming the setting."""
     errors: list[str] = []
     _sync(config, errors)
+    _http(config, errors)
     if "cdr_v3" not in config and "cdr_by_uuid" not in config:
         errors.append(
             "no stream is configured: add a `cdr_v3` and/or a `cdr_by_uuid` object to the config"
@@ -84,6 +97,10 @@ def sync_settings(config: Mapping[str, Any]) -> SyncSettings:
 
 def v3_settings(config: Mapping[str, Any]) -> V3Settings:
     return _checked(_v3, config)
+
+
+def http_settings(config: Mapping[str, Any]) -> HttpSettings:
+    return _checked(_http, config)
 
 
 def vcc_settings(config: Mapping[str, Any]) -> VccSettings:
@@ -108,6 +125,19 @@ def _sync(config: Mapping[str, Any], errors: list[str]) -> SyncSettings:
         errors.append(f"`lookback_minutes` must be a whole number >= 0, got {lookback!r}")
         lookback = DEFAULT_LOOKBACK_MINUTES
     return SyncSettings(start, end, timedelta(minutes=lookback))
+
+
+def _http(config: Mapping[str, Any], errors: list[str]) -> HttpSettings:
+    timeout = config.get("request_timeout_seconds", DEFAULT_REQUEST_TIMEOUT_SECONDS)
+    if not _is_number(timeout) or timeout <= 0:
+        errors.append(f"`request_timeout_seconds` must be a number > 0, got {timeout!r}")
+        timeout = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    tries = _positive(config, "max_request_tries", DEFAULT_MAX_REQUEST_TRIES, "", errors)
+    wait = config.get("max_retry_wait_seconds", DEFAULT_MAX_RETRY_WAIT_SECONDS)
+    if not _is_number(wait) or wait < 0:
+        errors.append(f"`max_retry_wait_seconds` must be a number >= 0, got {wait!r}")
+        wait = DEFAULT_MAX_RETRY_WAIT_SECONDS
+    return HttpSettings(timeout=float(timeout), max_tries=tries, max_retry_wait=float(wait))
 
 
 def _v3(config: Mapping[str, Any], errors: list[str]) -> V3Settings | None:
@@ -264,6 +294,10 @@ def _positive(
         errors.append(f"`{prefix}{name}` must be a whole number >= 1, got {value!r}")
         return default
     return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_int(value: Any) -> bool:

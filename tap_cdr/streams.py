@@ -108,7 +108,7 @@ class CdrV3Stream(BookmarkedStream):
             base_url=self.v3.base_url,
             token=self.v3.token,
             api_key=self.v3.api_key,
-            timeout=self.timeout,
+            timeout=self.http.timeout,
         )
 
     @cached_property
@@ -139,7 +139,9 @@ class CdrV3Stream(BookmarkedStream):
     def handle_unauthorized(self, response: requests.Response) -> None:
         if self.authenticator.refresh_after_401():
             self.logger.warning("cdr_v3: 401 Unauthorized; fetching a new token and retrying")
-            raise RetriableAPIError(self.response_error_message(response), response)
+            error = RetriableAPIError(self.response_error_message(response), response)
+            error.retry_now = True  # a new token needs no wait
+            raise error
         super().handle_unauthorized(response)
 
     def envelope_problem(self, body: Any) -> str | None:

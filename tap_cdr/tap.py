@@ -44,6 +44,25 @@ class TapCDR(Tap):
             description="Allow a plain http:// base_url to a non-loopback host.",
         ),
         th.Property(
+            "request_timeout_seconds",
+            th.NumberType,
+            default=settings.DEFAULT_REQUEST_TIMEOUT_SECONDS,
+            description="Seconds to wait for an API response before retrying the request.",
+        ),
+        th.Property(
+            "max_request_tries",
+            th.IntegerType,
+            default=settings.DEFAULT_MAX_REQUEST_TRIES,
+            description="Attempts per request (timeouts, 429, 5xx, malformed bodies) before "
+            "the sync fails.",
+        ),
+        th.Property(
+            "max_retry_wait_seconds",
+            th.NumberType,
+            default=settings.DEFAULT_MAX_RETRY_WAIT_SECONDS,
+            description="Longest wait between attempts, including a server's Retry-After.",
+        ),
+        th.Property(
             "cdr_v3",
             th.ObjectType(
                 th.Property(
