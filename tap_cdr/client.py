@@ -73,8 +73,8 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
     """``Authorization: Bearer <token>``, from a configured token or from an api_key.
 
     With an api_key, the token is fetched from ``POST {base_url}/v3/auth/token`` on
-    first use, and fetched again when the API answers 401 to a token that had worked
-    (it expired). A 401 to a token fetched just now means the api_key is wrong.
+    first use, and fetched again once when the API answers 401 (the token expired or
+    was revoked). A second 401 in a row, with a token fetched just then, is fatal.
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         self._token = token
         self._api_key = api_key
         self._timeout = timeout
-        self._proven = token is not None and api_key is None
+        self._refreshed = False
         self.token_fetches = 0
 
     def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -100,14 +100,15 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         return request
 
     def mark_proven(self) -> None:
-        self._proven = True
+        """The current token worked: a later 401 may refresh it again."""
+        self._refreshed = False
 
     def refresh_after_401(self) -> bool:
         """Drop the token so the next request fetches a new one; False if pointless."""
-        if self._api_key is None or not self._proven:
+        if self._api_key is None or self._refreshed:
             return False
         self._token = None
-        self._proven = False
+        self._refreshed = True
         return True
 
     def _fetch_token(self) -> str:

@@ -34,6 +34,7 @@ def _schema_dir() -> Path:
 
 SCHEMAS = SchemaDirectory(_schema_dir())
 MIN_RETRY_PAUSE_SECONDS = 1.0
+MAX_WINDOW_PASSES = 4
 
 
 class V3Paginator(OffsetPaginator):
@@ -93,6 +94,10 @@ class CdrV3Stream(BookmarkedStream):
     settings_key = "cdr_v3"
     primary_keys = ("id",)
     schema = StreamSchema(SCHEMAS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._page_totals: list[int] = []
 
     @cached_property
     def v3(self) -> settings.V3Settings:
@@ -155,7 +160,9 @@ class CdrV3Stream(BookmarkedStream):
         return None
 
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
-        return json_body(response)["data"]
+        body = json_body(response)
+        self._page_totals.append(body["total"])
+        return body["data"]
 
     # -- windows and state ---------------------------------------------------------
 
@@ -203,22 +210,42 @@ class CdrV3Stream(BookmarkedStream):
             self.commit_state(window.end.isoformat())
 
     def window_records(self, window: Window) -> Iterator[dict]:
-        """Every record whose end time lies in the window, once, normalised."""
+        """Every record whose end time lies in the window, once, normalised.
+
+        If ``total`` changes between the pages of a window, rows moved under the
+        offsets (offset drift) and some may have been skipped: the window is read
+        again, and the ids already emitted are not emitted twice.
+        """
         lo, hi = window.local_bounds(self.v3.zone)
         query_lo, query_hi = window.query_bounds(self.v3.zone)
         context = {"start_date_ended": query_lo, "end_date_ended": query_hi}
         seen: set[str] = set()
-        for raw in self.request_records(context):
-            ended = raw.get("time_ended")
-            if ended and not lo <= ended < hi:
-                continue  # outside this window: it is read with its own window
-            cdr_id = raw.get("id")
-            if not cdr_id:
-                raise CdrApiError(f"cdr_v3: a record in window {window.label()} has no id: {raw!r}")
-            if cdr_id in seen:
-                continue
-            seen.add(cdr_id)
-            yield self.normalize(raw)
+        for _ in range(MAX_WINDOW_PASSES):
+            self._page_totals: list[int] = []
+            for raw in self.request_records(context):
+                ended = raw.get("time_ended")
+                if ended and not lo <= ended < hi:
+                    continue  # outside this window: it is read with its own window
+                cdr_id = raw.get("id")
+                if not cdr_id:
+                    raise CdrApiError(
+                        f"cdr_v3: a record in window {window.label()} has no id: {raw!r}"
+                    )
+                if cdr_id in seen:
+                    continue
+                seen.add(cdr_id)
+                yield self.normalize(raw)
+            if len(set(self._page_totals)) <= 1:
+                return
+            self.logger.warning(
+                "cdr_v3: window %s changed while it was paged (total went %s); reading it again",
+                window.label(),
+                " -> ".join(str(t) for t in dict.fromkeys(self._page_totals)),
+            )
+        raise CdrApiError(
+            f"cdr_v3: window {window.label()} kept changing over {MAX_WINDOW_PASSES} reads; "
+            "rows may be missing. Lower window_hours or raise the settle delay (end_date)."
+        )
 
 
 class CdrByUuidStream(BookmarkedStream):

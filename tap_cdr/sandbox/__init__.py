@@ -11,6 +11,7 @@ import sys
 from datetime import datetime, timezone
 
 from tap_cdr.sandbox.data import V3Dataset, VccDataset, default_anchor
+from tap_cdr.sandbox.faults import Faults, parse_cli
 from tap_cdr.sandbox.server import SandboxConfig, SandboxServer, start
 
 __all__ = ["SandboxConfig", "SandboxServer", "V3Dataset", "main", "start"]
@@ -43,6 +44,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default="sandbox-api-key")
     parser.add_argument("--token-max-uses", type=int, default=0)
     parser.add_argument("--max-limit", type=int, default=0)
+    faults = parser.add_argument_group("faults (also POST /_sandbox/faults at run time)")
+    faults.add_argument("--latency-ms", type=float, default=0.0, help="delay per data request")
+    faults.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="e.g. status_503=3 (next 3 requests), rate_429=0.1, retry_after=2, reset=1, "
+        "truncate=1, malformed=1, no_data=1, data_not_list=1, hang=1, expire_tokens=1",
+    )
+    faults.add_argument(
+        "--late",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hide the N newest v3 calls (late registration) until POST /_sandbox/release",
+    )
     vcc = parser.add_argument_group("VCC Live CDR-by-uuid API")
     vcc.add_argument("--vcc-records", type=int, default=20)
     vcc.add_argument("--vcc-customer", default="sandbox")
@@ -81,7 +99,10 @@ def _pairs(values: list[str], convert: type) -> dict:
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
-    return SandboxConfig(
+    faults = Faults(latency_ms=args.latency_ms)
+    faults.update(parse_cli(args.fault))
+    config = SandboxConfig(
+        faults=faults,
         v3=V3Dataset(
             records=args.records,
             seed=args.seed,
@@ -105,6 +126,9 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         token_max_uses=args.token_max_uses,
         max_limit=args.max_limit,
     )
+    records = config.v3.records
+    config.v3.hidden.update(range(max(0, records - args.late), records))
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from tap_cdr.sandbox.data import V3Dataset, VccDataset
+from tap_cdr.sandbox.faults import Faults
 
 V3_EQUALITY_FILTERS = ("extension", "direction", "campaign_uuid")
 
@@ -45,6 +46,7 @@ class SandboxConfig:
     vcc_delay_seconds: dict[str, float] = field(default_factory=dict)
     # How "not available" is said (undocumented): "errors", "404" or "empty".
     vcc_pending_style: str = "errors"
+    faults: Faults = field(default_factory=Faults)
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -60,6 +62,7 @@ class SandboxServer(ThreadingHTTPServer):
         self._counter = itertools.count(1)
         self.started = time.monotonic()
         self.vcc_requests: dict[str, int] = {}
+        self.list_requests = 0
 
     @property
     def url(self) -> str:
@@ -70,6 +73,10 @@ class SandboxServer(ThreadingHTTPServer):
         with self.lock:
             self.issued[token] = self.config.token_max_uses or -1
         return token
+
+    def expire_tokens(self) -> None:
+        with self.lock:
+            self.issued = dict.fromkeys(self.issued, 0)
 
     def accept_token(self, token: str) -> bool:
         if token == self.config.token:
@@ -121,9 +128,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
         path = parts.path.rstrip("/")
         if method == "POST" and path == "/v3/auth/token":
             return self.v3_token()
-        if method == "GET" and path == "/v3/cdr":
-            return self.v3_list(query)
-        if method == "GET" and path.startswith("/v2/cdr/"):
+        if method == "POST" and path == "/_sandbox/faults":
+            return self.control_faults()
+        if method == "POST" and path == "/_sandbox/release":
+            self.server.config.v3.hidden.clear()
+            return self.send_json(200, {"released": True})
+        if method == "GET" and (path == "/v3/cdr" or path.startswith("/v2/cdr/")):
+            if self.inject_fault():
+                return None
+            if path == "/v3/cdr":
+                return self.v3_list(query)
             return self.vcc_lookup(path.split("/")[3:])
         return self.error(404, f"no route for {method} {parts.path}")
 
@@ -132,6 +146,67 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.route("POST")
+
+    # -- faults ------------------------------------------------------------------
+
+    def control_faults(self) -> None:
+        try:
+            values = json.loads(self.read_body() or b"{}")
+            self.server.config.faults.update(values)
+        except (ValueError, TypeError) as exc:
+            return self.error(400, str(exc))
+        faults = self.server.config.faults
+        return self.send_json(200, {"counts": faults.counts, "fired": faults.fired})
+
+    def inject_fault(self) -> bool:
+        """Apply the next injected fault; True when it has answered the request."""
+        faults = self.server.config.faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        fault = faults.take()
+        if fault is None:
+            return False
+        if fault.startswith("status_"):
+            status = int(fault[7:])
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", f"{faults.retry_after:g}")
+            payload = json.dumps({"code": status, "message": "injected fault"}).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return True
+        if fault == "expire_tokens":
+            self.server.expire_tokens()
+            return False
+        if fault == "hang":
+            time.sleep(faults.hang_seconds)
+            self.close_connection = True
+            return True
+        if fault == "malformed":
+            self.send_json(200, b'{"data": [{"id": "x", ')
+            return True
+        if fault == "no_data":
+            self.send_json(200, {"message": "ok", "total": 3})
+            return True
+        if fault == "data_not_list":
+            self.send_json(200, {"data": {"id": "x"}, "limit": 1, "offset": -1, "total": 1})
+            return True
+        # reset / truncate: promise a full body, send half, then drop the connection.
+        body = b'{"data": [' + b'{"id": "partial"},' * 50 + b'{}], "total": 51}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        if fault == "reset":
+            self.request.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+        self.close_connection = True
+        return True
 
     # -- TEL4VN v3 ---------------------------------------------------------------
 
@@ -162,6 +237,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if not self.v3_authorized():
             return self.error(401, "Unauthorized")
         data = self.server.config.v3
+        faults = self.server.config.faults
+        with self.server.lock:
+            self.server.list_requests += 1
+            if faults.release_after >= 0 and self.server.list_requests > faults.release_after:
+                data.hidden.clear()
         if "limit" not in query or "offset" not in query:
             # Documented quirk: without both, limit and offset default to -1 and no
             # CDRs come back.
