@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -297,7 +298,8 @@ def _positive(
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # The SDK reads JSON config numbers as Decimal.
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
 
 
 def _is_int(value: Any) -> bool:

@@ -162,6 +162,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         """Apply the next injected fault; True when it has answered the request."""
         faults = self.server.config.faults
         if faults.latency_ms:
+            faults.fired["latency"] = faults.fired.get("latency", 0) + 1
             time.sleep(faults.latency_ms / 1000)
         fault = faults.take()
         if fault is None:
