@@ -244,7 +244,8 @@ class CdrApiStream(RESTStream):
             + f". The credentials in `{self.settings_key}` were refused."
         )
 
-    def envelope_problem(self, body: Any) -> str | None:
+    @staticmethod
+    def envelope_problem(body: Any) -> str | None:
         """What is wrong with a decoded 200 body, or None if it is as documented."""
         return None
 

@@ -149,7 +149,8 @@ class CdrV3Stream(BookmarkedStream):
             raise error
         super().handle_unauthorized(response)
 
-    def envelope_problem(self, body: Any) -> str | None:
+    @staticmethod
+    def envelope_problem(body: Any) -> str | None:
         if not isinstance(body, dict):
             return f"expected a JSON object with `data` and `total`, got {type(body).__name__}"
         if not isinstance(body.get("data"), list):
@@ -295,7 +296,8 @@ class CdrByUuidStream(BookmarkedStream):
             )
         super().validate_response(response)
 
-    def envelope_problem(self, body: Any) -> str | None:
+    @staticmethod
+    def envelope_problem(body: Any) -> str | None:
         if not isinstance(body, dict) or not ("response" in body or "errors" in body):
             return "expected a JSON object with `response` and `errors`"
         if not isinstance(body.get("errors", []), (list, type(None))):
