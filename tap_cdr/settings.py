@@ -27,6 +27,7 @@ SETTLE_DELAY = timedelta(minutes=5)
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
 DEFAULT_PAGE_SIZE = 500
 DEFAULT_WINDOW_HOURS = 24
+DEFAULT_MAX_CONCURRENCY = 4
 V3_FILTERS = ("extension", "status", "hotline", "phone", "direction", "campaign_uuid")
 
 
@@ -73,6 +74,7 @@ class V3Settings:
     zone: ZoneInfo
     page_size: int
     window_hours: int
+    max_concurrency: int = 4
     filters: dict[str, str] = field(default_factory=dict)
 
 
@@ -174,6 +176,7 @@ def _v3(config: Mapping[str, Any], errors: list[str]) -> V3Settings | None:
         zone = ZoneInfo("UTC")
     page_size = _positive(section, "page_size", DEFAULT_PAGE_SIZE, "cdr_v3.", errors)
     window_hours = _positive(section, "window_hours", DEFAULT_WINDOW_HOURS, "cdr_v3.", errors)
+    concurrency = _positive(section, "max_concurrency", DEFAULT_MAX_CONCURRENCY, "cdr_v3.", errors)
     filters = section.get("filters") or {}
     if not isinstance(filters, Mapping):
         errors.append("`cdr_v3.filters` must be an object")
@@ -190,6 +193,7 @@ def _v3(config: Mapping[str, Any], errors: list[str]) -> V3Settings | None:
         zone=zone,
         page_size=page_size,
         window_hours=window_hours,
+        max_concurrency=concurrency,
         filters={k: str(v) for k, v in filters.items() if k in V3_FILTERS and v not in (None, "")},
     )
 

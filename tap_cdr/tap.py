@@ -104,6 +104,14 @@ class TapCDR(Tap):
                     "is saved after each.",
                 ),
                 th.Property(
+                    "max_concurrency",
+                    th.IntegerType,
+                    default=settings.DEFAULT_MAX_CONCURRENCY,
+                    description="Pages of a window fetched in parallel once the first "
+                    "page gives the total (1: sequential). Lowered for the rest of a "
+                    "window after a 429.",
+                ),
+                th.Property(
                     "filters",
                     th.ObjectType(
                         *(

@@ -1,0 +1,228 @@
+"""`make bench`: whole-process timings of tap-cdr against the bare reference loops.
+
+Each scenario starts the sandbox, warms every contender up once, then runs them
+alternately (A B C, A B C, ...) so that machine noise hits all of them alike. It
+prints medians, min-max and the median of the pair-by-pair ratios, reads peak RSS of
+each child from wait4(), and writes benchmarks/RESULTS.md.
+
+    python benchmarks/bench.py [--pairs 5] [--only NAME] [--records N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ANCHOR = datetime(2024, 3, 10, 12, tzinfo=timezone.utc)
+TOKEN = "sandbox-token"
+
+
+@dataclass
+class Contender:
+    name: str
+    argv: list[str]
+    seconds: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+
+    def run(self) -> None:
+        with tempfile.TemporaryFile() as log:
+            started = time.perf_counter()
+            proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log)
+            _, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                log.seek(0)
+                raise SystemExit(f"{self.name} failed:\n{log.read().decode()[-2000:]}")
+        self.seconds.append(elapsed)
+        self.rss_mb.append(usage.ru_maxrss / 1024)
+
+
+@dataclass
+class Scenario:
+    name: str
+    records: int
+    page_size: int
+    latency_ms: float = 0.0
+    contenders: list[str] = field(default_factory=lambda: ["tap-cdr", "json loop", "orjson loop"])
+    concurrency: tuple[int, ...] = (4,)
+
+
+def start_sandbox(records: int, latency_ms: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "tap_cdr.sandbox",
+            "--port",
+            "0",
+            "--records",
+            str(records),
+            "--anchor",
+            ANCHOR.isoformat(),
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = proc.stdout.readline().strip()
+    return proc, url
+
+
+def tap_config(url: str, page_size: int, concurrency: int, tmp: Path) -> Path:
+    path = tmp / f"tap-{page_size}-{concurrency}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "start_date": (ANCHOR - timedelta(days=400)).isoformat(),
+                "end_date": (ANCHOR + timedelta(hours=1)).isoformat(),
+                "cdr_v3": {
+                    "base_url": url,
+                    "token": TOKEN,
+                    "page_size": page_size,
+                    "window_hours": 24 * 400,
+                    "max_concurrency": concurrency,
+                },
+            }
+        )
+    )
+    return path
+
+
+def contenders_for(scenario: Scenario, url: str, tmp: Path) -> list[Contender]:
+    result = []
+    for name in scenario.contenders:
+        if name.startswith("tap-cdr"):
+            for concurrency in scenario.concurrency:
+                label = name if len(scenario.concurrency) == 1 else f"tap-cdr c={concurrency}"
+                config = tap_config(url, scenario.page_size, concurrency, tmp)
+                result.append(
+                    Contender(label, [PYTHON, "-m", "tap_cdr.tap", "--config", str(config)])
+                )
+        else:
+            argv = [
+                PYTHON,
+                str(ROOT / "benchmarks" / "bare_loop.py"),
+                url,
+                TOKEN,
+                str(scenario.page_size),
+            ]
+            if name == "orjson loop":
+                argv.append("--orjson")
+            result.append(Contender(name, argv))
+    return result
+
+
+def run_scenario(scenario: Scenario, pairs: int) -> list[Contender]:
+    sandbox, url = start_sandbox(scenario.records, scenario.latency_ms)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            contenders = contenders_for(scenario, url, Path(tmp))
+            for contender in contenders:  # warm-up, also fills the sandbox's cache
+                contender.run()
+                contender.seconds.clear()
+                contender.rss_mb.clear()
+            for _ in range(pairs):
+                for contender in contenders:
+                    contender.run()
+    finally:
+        sandbox.terminate()
+        sandbox.wait()
+    return contenders
+
+
+def summarise(scenario: Scenario, contenders: list[Contender]) -> list[str]:
+    base = contenders[0]
+    lines = [
+        f"### {scenario.name}",
+        "",
+        f"{scenario.records:,} records, page size {scenario.page_size:,}, "
+        f"latency {scenario.latency_ms:g} ms, {len(base.seconds)} rounds",
+        "",
+        f"| contender | median s | min-max s | peak RSS MB | median ratio {base.name} / this |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for contender in contenders:
+        ratios = [a / b for a, b in zip(base.seconds, contender.seconds, strict=True)]
+        lines.append(
+            f"| {contender.name} | {statistics.median(contender.seconds):.2f} | "
+            f"{min(contender.seconds):.2f}-{max(contender.seconds):.2f} | "
+            f"{max(contender.rss_mb):.0f} | {statistics.median(ratios):.2f} |"
+        )
+    lines.append("")
+    return lines
+
+
+SCENARIOS = [
+    Scenario("200k records, page 1000, no latency", 200_000, 1000),
+    Scenario("200k records, page 100, no latency", 200_000, 100),
+    Scenario(
+        "200k records, page 100, 50 ms latency: concurrency",
+        200_000,
+        100,
+        50.0,
+        ["tap-cdr"],
+        (1, 8),
+    ),
+    Scenario(
+        "200k records, page 1000, 50 ms latency: concurrency",
+        200_000,
+        1000,
+        50.0,
+        ["tap-cdr"],
+        (1, 8),
+    ),
+    Scenario(
+        "2M records, page 1000, no latency: memory", 2_000_000, 1000, 0.0, ["tap-cdr", "json loop"]
+    ),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--only", help="run the scenarios whose name contains this")
+    parser.add_argument("--records", type=int, help="override every scenario's record count")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    args = parser.parse_args()
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        f"- python {platform.python_version()}, singer-sdk {version('singer-sdk')}, "
+        f"tap-cdr {version('tap-cdr')}",
+        "- whole processes, stdout to /dev/null, sandbox on 127.0.0.1, alternating rounds",
+        "",
+    ]
+    for scenario in SCENARIOS:
+        if args.only and args.only not in scenario.name:
+            continue
+        if args.records:
+            scenario.records = args.records
+        print(f"running: {scenario.name}", file=sys.stderr, flush=True)
+        contenders = run_scenario(scenario, args.pairs)
+        block = summarise(scenario, contenders)
+        print("\n".join(block), flush=True)
+        lines += block
+    Path(args.output).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
