@@ -32,7 +32,6 @@ V3_BLANK_IS_NULL_FIELDS = (
     "lead_uuid",
     "rate",
 )
-V3_OBJECT_FIELDS = ("additional",)
 
 
 class NormalizationError(ValueError):
@@ -151,8 +150,25 @@ def to_object(value: Any, field: str = "object") -> dict | None:
 class V3Normalizer:
     """Normalise TEL4VN v3 CDRs read in the API's time zone."""
 
+    # Converted timestamps are cached per distinct string: a call's start, ringing
+    # and answer times often coincide, and neighbouring calls share seconds.
+    CACHE_LIMIT = 100_000
+
     def __init__(self, zone: tzinfo) -> None:
         self.zone = zone
+        self._utc: dict[str, str | None] = {}
+
+    def utc(self, value: Any, field: str) -> str | None:
+        try:
+            return self._utc[value]
+        except (KeyError, TypeError):
+            pass
+        converted = to_utc(value, self.zone, field)
+        if isinstance(value, str):
+            if len(self._utc) >= self.CACHE_LIMIT:
+                self._utc.clear()
+            self._utc[value] = converted
+        return converted
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
         record = dict(raw)
@@ -163,19 +179,28 @@ class V3Normalizer:
         return record
 
     def _apply(self, record: dict[str, Any]) -> None:
-        zone = self.zone
-        for name in _present(record, V3_TIME_FIELDS):
-            record[name] = to_utc(record[name], zone, name)
-        for name in _present(record, V3_INTEGER_FIELDS):
-            record[name] = to_int(record[name], name)
-        for name in _present(record, V3_NUMBER_FIELDS):
-            record[name] = to_number(record[name], name)
-        for name in _present(record, V3_BLANK_IS_NULL_FIELDS):
-            record[name] = blank_to_null(record[name])
-        for name in _present(record, V3_OBJECT_FIELDS):
-            record[name] = to_object(record[name], name)
-        if "press_key" in record:
-            record["press_key"] = to_object(record["press_key"], "press_key")
+        utc = self.utc
+        for name in V3_TIME_FIELDS:
+            if name in record:
+                record[name] = utc(record[name], name)
+        for name in V3_INTEGER_FIELDS:
+            value = record.get(name)
+            if value.__class__ is not int and name in record:
+                record[name] = to_int(value, name)
+        for name in V3_NUMBER_FIELDS:
+            if name in record:
+                record[name] = to_number(record[name], name)
+        for name in V3_BLANK_IS_NULL_FIELDS:
+            if record.get(name) == "":
+                record[name] = None
+        additional = record.get("additional")
+        if additional.__class__ is not dict and "additional" in record:
+            record["additional"] = to_object(additional, "additional")
+        press_key = record.get("press_key")
+        if press_key == "{}":
+            record["press_key"] = {}
+        elif "press_key" in record:
+            record["press_key"] = to_object(press_key, "press_key")
 
 
 def _present(record: dict[str, Any], names: Iterable[str]) -> Iterable[str]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from http import HTTPStatus
@@ -12,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context
-from singer_sdk.pagination import OffsetPaginator
+from singer_sdk.singerlib import RecordMessage
 
 from tap_cdr import settings
 from tap_cdr.client import CdrApiError, CdrApiStream, V3TokenAuthenticator, json_body
@@ -37,33 +42,40 @@ MIN_RETRY_PAUSE_SECONDS = 1.0
 MAX_WINDOW_PASSES = 4
 
 
-class V3Paginator(OffsetPaginator):
-    """limit/offset paging that trusts ``total``, not the echoed ``offset``.
-
-    The next offset advances by the rows actually received, so a server that caps
-    ``limit`` below the page size asked for still yields every row.
-    """
-
-    def has_more(self, response: requests.Response) -> bool:
-        body = json_body(response)
-        received = len(body["data"])
-        return received > 0 and self.current_value + received < body["total"]
-
-    def get_next(self, response: requests.Response) -> int | None:
-        return self.current_value + len(json_body(response)["data"])
-
-
 class BookmarkedStream(CdrApiStream):
     """Streams whose records do not arrive in bookmark order commit state themselves.
 
     The SDK's per-record bookmarking assumes sorted records; here the bookmark moves
     only at safe points (a complete window, a processed uuid), chosen by the stream.
-    These two overrides are the only private SDK members tap-cdr touches, which is
-    why singer-sdk is pinned to ~=0.54.0.
+    These overrides, with `_generate_record_messages` below (for speed), are the only
+    private SDK members tap-cdr touches, which is why singer-sdk is pinned to ~=0.54.0.
     """
 
     replication_key = "time_ended"
     is_sorted = False
+    # Records are conformed to the schema by normalize.py; the SDK's recursive
+    # conformance would redo that work per record.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    def _generate_record_messages(self, record: dict) -> Iterator[RecordMessage]:
+        """The SDK's record path, minus the per-record walk over deselected
+        properties when none is deselected (the common case)."""
+        if not self._all_selected:
+            yield from super()._generate_record_messages(record)
+            return
+        for stream_map in self.stream_maps:
+            mapped = stream_map.transform(record)
+            if mapped is not None:
+                yield RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped,
+                    version=self._stream_version,
+                    time_extracted=utc_now(),
+                )
+
+    @cached_property
+    def _all_selected(self) -> bool:
+        return all(self.mask.values())
 
     def _increment_stream_state(
         self, latest_record: dict, *, context: Context | None = None
@@ -96,8 +108,11 @@ class CdrV3Stream(BookmarkedStream):
     schema = StreamSchema(SCHEMAS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._pool_sized = False
         super().__init__(*args, **kwargs)
         self._page_totals: list[int] = []
+        self._last_page = threading.local()
+        self._in_flight_limit = 1
 
     @cached_property
     def v3(self) -> settings.V3Settings:
@@ -122,15 +137,27 @@ class CdrV3Stream(BookmarkedStream):
 
     # -- HTTP ----------------------------------------------------------------------
 
-    def get_new_paginator(self) -> V3Paginator:
-        return V3Paginator(start_value=0, page_size=self.v3.page_size)
+    def get_new_paginator(self) -> None:
+        # Each request is one page: `window_pages` plans the offsets, so that pages
+        # after the first can be fetched concurrently.
+        return None
 
-    def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict:
+    @property
+    def requests_session(self) -> requests.Session:
+        if self._requests_session is None or not self._pool_sized:
+            # One shared session; its pool must hold a connection per worker.
+            session = requests.Session()
+            size = max(10, self.v3.max_concurrency)
+            session.mount("https://", HTTPAdapter(pool_connections=2, pool_maxsize=size))
+            session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=size))
+            self._requests_session = session
+            self._pool_sized = True
+        return self._requests_session
+
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict:
         # Both are always sent: without them the API returns no data at all.
-        params: dict[str, Any] = {
-            "limit": self.v3.page_size,
-            "offset": next_page_token or 0,
-        }
+        offset = (context or {}).get("offset", 0)
+        params: dict[str, Any] = {"limit": self.v3.page_size, "offset": offset}
         params.update(self.v3.filters)
         if context:
             params["start_date_ended"] = context["start_date_ended"]
@@ -163,7 +190,22 @@ class CdrV3Stream(BookmarkedStream):
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
         body = json_body(response)
         self._page_totals.append(body["total"])
+        self._last_page.total = body["total"]
         return body["data"]
+
+    def backoff_handler(self, details: Any) -> None:
+        response = getattr(details.get("exception"), "response", None)
+        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            lowered = max(1, self._in_flight_limit // 2)
+            if lowered < self._in_flight_limit:
+                self.logger.warning(
+                    "cdr_v3: 429 Too Many Requests: lowering concurrency from %d to %d "
+                    "for the rest of this window",
+                    self._in_flight_limit,
+                    lowered,
+                )
+                self._in_flight_limit = lowered
+        super().backoff_handler(details)
 
     # -- windows and state ---------------------------------------------------------
 
@@ -213,40 +255,101 @@ class CdrV3Stream(BookmarkedStream):
     def window_records(self, window: Window) -> Iterator[dict]:
         """Every record whose end time lies in the window, once, normalised.
 
-        If ``total`` changes between the pages of a window, rows moved under the
-        offsets (offset drift) and some may have been skipped: the window is read
-        again, and the ids already emitted are not emitted twice.
+        If ``total`` changes between the pages of a window, or a page comes back
+        short before the end, rows moved under the offsets (offset drift) and some may
+        have been skipped: the window is read again, sequentially, and the ids already
+        emitted are not emitted twice.
         """
         lo, hi = window.local_bounds(self.v3.zone)
         query_lo, query_hi = window.query_bounds(self.v3.zone)
         context = {"start_date_ended": query_lo, "end_date_ended": query_hi}
+        normalize = self.normalize
         seen: set[str] = set()
+        concurrency = self.v3.max_concurrency
         for _ in range(MAX_WINDOW_PASSES):
-            self._page_totals: list[int] = []
-            for raw in self.request_records(context):
-                ended = raw.get("time_ended")
-                if ended and not lo <= ended < hi:
-                    continue  # outside this window: it is read with its own window
-                cdr_id = raw.get("id")
-                if not cdr_id:
-                    raise CdrApiError(
-                        f"cdr_v3: a record in window {window.label()} has no id: {raw!r}"
-                    )
-                if cdr_id in seen:
-                    continue
-                seen.add(cdr_id)
-                yield self.normalize(raw)
-            if len(set(self._page_totals)) <= 1:
+            self._page_totals = []
+            pages = self.window_pages(context, concurrency)
+            for page in pages:
+                for raw in page:
+                    ended = raw.get("time_ended")
+                    if ended and not lo <= ended < hi:
+                        continue  # outside this window: it is read with its own window
+                    cdr_id = raw.get("id")
+                    if cdr_id in seen:
+                        continue
+                    if not cdr_id:
+                        raise CdrApiError(
+                            f"cdr_v3: a record in window {window.label()} has no id: {raw!r}"
+                        )
+                    seen.add(cdr_id)
+                    yield normalize(raw)
+            if len(set(self._page_totals)) <= 1 and not self._short_page:
                 return
             self.logger.warning(
                 "cdr_v3: window %s changed while it was paged (total went %s); reading it again",
                 window.label(),
                 " -> ".join(str(t) for t in dict.fromkeys(self._page_totals)),
             )
+            concurrency = 1
         raise CdrApiError(
             f"cdr_v3: window {window.label()} kept changing over {MAX_WINDOW_PASSES} reads; "
             "rows may be missing. Lower window_hours or raise the settle delay (end_date)."
         )
+
+    def fetch_page(self, context: dict, offset: int) -> tuple[list[dict], int]:
+        """One page through the SDK's request path (auth, retries, metrics)."""
+        records = list(self.request_records({**context, "offset": offset}))
+        return records, self._last_page.total
+
+    def window_pages(self, context: dict, concurrency: int) -> Iterator[list[dict]]:
+        """The pages of a window, in offset order.
+
+        The first page gives ``total``; the remaining offsets are then fetched with up
+        to ``concurrency`` requests in flight, and yielded in order, so the output is
+        the same as a sequential read. A 429 halves the limit (see backoff_handler).
+        """
+        self._short_page = False
+        first, total = self.fetch_page(context, 0)
+        yield first
+        step = len(first)  # rows per page as the server serves them (it may cap limit)
+        if not step or step >= total:
+            return
+        offsets = range(step, total, step)
+        self._in_flight_limit = concurrency
+        if concurrency == 1:
+            for offset in offsets:
+                page, _ = self.fetch_page(context, offset)
+                self._note_page(page, offset, step, total)
+                yield page
+                if not page:
+                    return
+            return
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cdr_v3") as pool:
+            planned = iter(offsets)
+            in_flight: deque = deque()
+
+            def refill() -> None:
+                while len(in_flight) < self._in_flight_limit:
+                    offset = next(planned, None)
+                    if offset is None:
+                        return
+                    in_flight.append((offset, pool.submit(self.fetch_page, context, offset)))
+
+            refill()
+            try:
+                while in_flight:
+                    offset, future = in_flight.popleft()
+                    page, _ = future.result()
+                    refill()
+                    self._note_page(page, offset, step, total)
+                    yield page
+            finally:
+                for _, future in in_flight:
+                    future.cancel()
+
+    def _note_page(self, page: list[dict], offset: int, step: int, total: int) -> None:
+        if len(page) < min(step, total - offset):
+            self._short_page = True
 
 
 class CdrByUuidStream(BookmarkedStream):

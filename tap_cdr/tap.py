@@ -10,12 +10,14 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_cdr import settings
 from tap_cdr.streams import CdrByUuidStream, CdrV3Stream
+from tap_cdr.writer import BufferedMsgSpecWriter
 
 
 class TapCDR(Tap):
     """Call detail records from call-centre APIs."""
 
     name = "tap-cdr"
+    message_writer_class = BufferedMsgSpecWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
