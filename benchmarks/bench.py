@@ -59,6 +59,7 @@ class Scenario:
     latency_ms: float = 0.0
     contenders: list[str] = field(default_factory=lambda: ["tap-cdr", "json loop", "orjson loop"])
     concurrency: tuple[int, ...] = (4,)
+    pairs: int | None = None  # None: the --pairs option
 
 
 def start_sandbox(records: int, latency_ms: float) -> tuple[subprocess.Popen, str]:
@@ -217,7 +218,7 @@ def main() -> None:
         if args.records:
             scenario.records = args.records
         print(f"running: {scenario.name}", file=sys.stderr, flush=True)
-        contenders = run_scenario(scenario, args.pairs)
+        contenders = run_scenario(scenario, scenario.pairs or args.pairs)
         block = summarise(scenario, contenders)
         print("\n".join(block), flush=True)
         lines += block

@@ -137,3 +137,15 @@ def test_any_input_gives_a_timestamp_null_or_the_documented_error(value):
     except NormalizationError:
         return
     assert result is None or result.endswith("+00:00")
+
+
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1)),
+    st.sampled_from(["Asia/Ho_Chi_Minh", "America/New_York", "Australia/Lord_Howe", "UTC"]),
+)
+def test_minute_cache_gives_the_same_instant_as_a_full_conversion(moment, zone_name):
+    zone = ZoneInfo(zone_name)
+    normalizer = V3Normalizer(zone)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    # Twice: once filling the cache, once from it.
+    assert normalizer.utc(text, "t") == normalizer.utc(text, "t") == to_utc(text, zone)

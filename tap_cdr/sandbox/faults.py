@@ -36,6 +36,8 @@ class Faults:
     # Rows hidden now (late registration) become visible after this many list
     # requests: -1 never (until /_sandbox/release).
     release_after: int = -1
+    # Counted faults wait until this many data requests have been served.
+    start_after: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     seed: int = 7
 
@@ -43,6 +45,7 @@ class Faults:
         self._lock = threading.Lock()
         self._rng = random.Random(self.seed)
         self.fired: dict[str, int] = {}
+        self.served = 0
 
     def update(self, values: dict) -> None:
         names = {f.name for f in fields(self)} - {"counts", "seed"}
@@ -60,6 +63,9 @@ class Faults:
     def take(self) -> str | None:
         """The fault to apply to this data request, if any (consumes one count)."""
         with self._lock:
+            self.served += 1
+            if self.served <= self.start_after:
+                return None
             for name in COUNTED:
                 if self.counts.get(name, 0) > 0:
                     self.counts[name] -= 1
