@@ -6,7 +6,7 @@ VENV := .venv
 MELTANO_VENV := .venv-meltano
 TOOLS_VENV := .venv-tools
 
-.PHONY: demo test lint format sandbox check-tap clean
+.PHONY: demo test bench lint format sandbox clean
 
 demo: $(VENV)/.installed $(MELTANO_VENV)/.installed
 	bash scripts/demo.sh
@@ -15,6 +15,11 @@ test: $(VENV)/.installed $(TOOLS_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	SINGER_CHECK_TAP=$(TOOLS_VENV)/bin/singer-check-tap $(VENV)/bin/pytest
+
+# Speed and memory figures (never part of `make test`): writes benchmarks/RESULTS.md.
+bench: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet 'orjson>=3.10'
+	$(VENV)/bin/python benchmarks/bench.py --pairs 5
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

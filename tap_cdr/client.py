@@ -9,6 +9,7 @@ from __future__ import annotations
 import decimal
 import email.utils
 import random
+import threading
 import time
 from collections.abc import Generator
 from functools import cached_property
@@ -169,6 +170,20 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
+class RequestCounts:
+    """Requests and retries so far, for progress lines (pages arrive from threads)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def add(self, requests: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+
+
 class CdrApiStream(RESTStream):
     """Base for the CDR streams: one config section per API, shared HTTP policy."""
 
@@ -212,7 +227,12 @@ class CdrApiStream(RESTStream):
         # Full jitter spreads the retries of many taps hitting one API.
         return random.uniform(value / 2, value)
 
+    @cached_property
+    def progress(self) -> RequestCounts:
+        return RequestCounts()
+
     def backoff_handler(self, details: Any) -> None:
+        self.progress.add(retries=1)
         exception = details.get("exception")
         self.logger.warning(
             "%s: attempt %d failed (%s); retrying in %.1f s",
@@ -225,6 +245,7 @@ class CdrApiStream(RESTStream):
         )
 
     def validate_response(self, response: requests.Response) -> None:
+        self.progress.add(requests=1)
         status = response.status_code
         if status == HTTPStatus.UNAUTHORIZED:
             self.handle_unauthorized(response)

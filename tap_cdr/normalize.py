@@ -160,7 +160,10 @@ class V3Normalizer:
         self._minutes: dict[str, str] = {}
 
     def utc(self, value: Any, field: str) -> str | None:
-        if value.__class__ is str and len(value) == 19 and value[10] == " " and value[16] == ":":
+        if not value:
+            if value == "" or value is None:
+                return None
+        elif value.__class__ is str and len(value) == 19 and value[10] == " " and value[16] == ":":
             seconds = value[17:]
             if seconds.isascii() and seconds.isdigit() and seconds < "60":
                 minute = value[:16]
