@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import settings
+
+# Shared CI machines are noisy: a slow example is not a failure.
+settings.register_profile("tap-cdr", deadline=None)
+settings.load_profile("tap-cdr")
 
 from tap_cdr.sandbox import SandboxConfig, SandboxServer, V3Dataset, start
 from tap_cdr.tap import TapCDR
