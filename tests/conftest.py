@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import settings
 
+from tap_cdr.sandbox import SandboxConfig, SandboxServer, V3Dataset, start
+from tap_cdr.tap import TapCDR
+
 # Shared CI machines are noisy: a slow example is not a failure.
 settings.register_profile("tap-cdr", deadline=None)
 settings.load_profile("tap-cdr")
-
-from tap_cdr.sandbox import SandboxConfig, SandboxServer, V3Dataset, start
-from tap_cdr.tap import TapCDR
 
 # A fixed anchor makes every test's dataset the same whatever the day.
 ANCHOR = datetime(2024, 3, 10, 12, 0, 0, tzinfo=timezone.utc)
