@@ -11,7 +11,7 @@ TOOLS_VENV := .venv-tools
 demo: $(VENV)/.installed $(MELTANO_VENV)/.installed
 	bash scripts/demo.sh
 
-test: $(VENV)/.installed $(TOOLS_VENV)/.installed
+test: $(VENV)/.installed $(TOOLS_VENV)/.installed $(MELTANO_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	SINGER_CHECK_TAP=$(TOOLS_VENV)/bin/singer-check-tap $(VENV)/bin/pytest
