@@ -40,6 +40,7 @@ def psql(sql: str) -> list[list[str]]:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "PGTZ": "UTC"},
     )
     assert proc.returncode == 0, proc.stderr
     return [line.split("\t") for line in proc.stdout.splitlines() if line]
@@ -133,7 +134,7 @@ def test_meltano_into_postgres(postgres, sandbox_env):
     for i in (0, 137, RECORDS - 1):
         raw = data.record(i)
         [[ended, name]] = psql(
-            "set time zone 'UTC'; select to_char(time_ended, 'YYYY-MM-DD HH24:MI:SS'), "
+            "select to_char(time_ended, 'YYYY-MM-DD HH24:MI:SS'), "
             f"additional->>'ten' from tap_cdr.cdr_v3 where id = '{raw['id']}'"
         )
         assert ended == utc_of(raw["time_ended"])
