@@ -27,13 +27,22 @@ for a, b in zip(bounds, bounds[1:]):
 PY
 )
 
+# Meltano keeps per-plugin run files (catalog, config) in .meltano/run, which
+# concurrent runs of one plugin would overwrite. Each partition gets its own system
+# directory, sharing the installed plugins.
+[ -d .meltano/extractors/tap-cdr ] || "$MELTANO" install >"$out/install.log" 2>&1
+
 pids=()
 for i in "${!partitions[@]}"; do
   read -r part_start part_end <<<"${partitions[$i]}"
-  mkdir -p "$out/part-$i"
+  sys_dir=$PWD/$out/part-$i/.meltano
+  mkdir -p "$sys_dir"
+  ln -sfn "$PWD/.meltano/extractors" "$sys_dir/extractors"
+  ln -sfn "$PWD/.meltano/loaders" "$sys_dir/loaders"
   echo "partition $i: [$part_start, $part_end)"
-  TAP_CDR_START_DATE=$part_start TAP_CDR_END_DATE=$part_end \
-    TARGET_JSONL_DESTINATION_PATH=$out/part-$i \
+  MELTANO_SYS_DIR_ROOT=$sys_dir \
+    TAP_CDR_START_DATE=$part_start TAP_CDR_END_DATE=$part_end \
+    TARGET_JSONL_DESTINATION_PATH=$PWD/$out/part-$i \
     "$MELTANO" run --state-id-suffix "backfill-part-$i" tap-cdr "$loader" \
     >"$out/part-$i.log" 2>&1 &
   pids+=($!)

@@ -37,20 +37,6 @@ def test_three_parallel_partitions_cover_the_range_exactly_once():
     }
     env.pop("TAP_CDR_CDR_BY_UUID_UUIDS", None)
     try:
-        for i in range(3):
-            subprocess.run(
-                [
-                    str(MELTANO),
-                    "state",
-                    "clear",
-                    "--force",
-                    f"dev:tap-cdr-to-target-jsonl:backfill-part-{i}",
-                ],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                timeout=120,
-            )
         proc = subprocess.run(
             ["bash", "scripts/backfill-parallel.sh", START.isoformat(), END.isoformat(), "3"],
             cwd=ROOT,
