@@ -1,0 +1,42 @@
+"""Meltano conventions: nested settings through the environment, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
+
+
+def test_config_print_masks_secrets_and_nests_env_settings():
+    if not MELTANO.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Meltano is missing: make test installs it in .venv-meltano")
+        pytest.skip("Meltano not installed (make test installs it)")
+    env = {
+        **os.environ,
+        "TAP_CDR_CDR_V3_BASE_URL": "https://api.example.vn",
+        "TAP_CDR_CDR_V3_TOKEN": "tok-do-not-print-9f3a",
+        "TAP_CDR_CDR_BY_UUID_CUSTOMER": "acme",
+        "TAP_CDR_CDR_BY_UUID_API_TOKEN": "vcc-do-not-print-77b1",
+    }
+    proc = subprocess.run(
+        [str(MELTANO), "config", "print", "tap-cdr"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert config["cdr_v3"]["base_url"] == "https://api.example.vn"
+    assert config["cdr_by_uuid"]["customer"] == "acme"
+    assert "tok-do-not-print-9f3a" not in proc.stdout + proc.stderr
+    assert "vcc-do-not-print-77b1" not in proc.stdout + proc.stderr
+    assert config["cdr_v3"]["token"] == config["cdr_by_uuid"]["api_token"] == "*****"
