@@ -234,3 +234,20 @@ def test_429_lowers_the_concurrency_for_the_window(sandbox, caplog):
     assert sorted(result.ids) == sorted(expected_ids(server.config.v3, START, END))
     lowered = [r.getMessage() for r in caplog.records if "lowering concurrency" in r.getMessage()]
     assert lowered and "from 8 to 4" in lowered[0]
+
+
+def test_one_progress_line_per_window_and_quiet_at_warning(sandbox, caplog):
+    import logging
+
+    server = sandbox(records=200, step_seconds=900)
+    config = v3_config(server, cdr_v3={"window_hours": 24})
+    with caplog.at_level(logging.INFO):
+        run_tap(config)
+    lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
+    assert len(lines) == 10  # 2024-03-01 .. 2024-03-10T13:00 in 24 h windows
+    assert all("records/s" in line and "requests and" in line for line in lines)
+    assert sum(int(line.split("complete: ")[1].split()[0]) for line in lines) == 200
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run_tap(config)
+    assert not [r for r in caplog.records if "complete:" in r.getMessage()]
