@@ -100,25 +100,38 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         self._api_key = api_key
         self._timeout = timeout
         self._refreshed = False
+        self._retired: str | None = None
         self.token_fetches = 0
+        # Pages are fetched from several threads: one of them fetches a token.
+        self._lock = threading.Lock()
 
     def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self._token is None:
-            self._token = self._fetch_token()
-        request.headers["Authorization"] = f"Bearer {self._token}"
+        with self._lock:
+            if self._token is None:
+                self._token = self._fetch_token()
+            request.headers["Authorization"] = f"Bearer {self._token}"
         return request
 
     def mark_proven(self) -> None:
         """The current token worked: a later 401 may refresh it again."""
         self._refreshed = False
 
-    def refresh_after_401(self) -> bool:
-        """Drop the token so the next request fetches a new one; False if pointless."""
-        if self._api_key is None or self._refreshed:
-            return False
-        self._token = None
-        self._refreshed = True
-        return True
+    def refresh_after_401(self, failed: requests.PreparedRequest | None) -> bool:
+        """Drop the token so the next request fetches a new one; False if pointless.
+
+        A 401 to a token that another thread has already replaced just retries.
+        """
+        with self._lock:
+            if self._api_key is None:
+                return False
+            sent = failed.headers.get("Authorization") if failed is not None else None
+            current = f"Bearer {self._token}" if self._token else None
+            if sent != current and (current is not None or sent == self._retired):
+                return True  # that token is already being replaced
+            if self._refreshed:
+                return False
+            self._retired, self._token, self._refreshed = current, None, True
+            return True
 
     def _fetch_token(self) -> str:
         url = f"{self.base_url}/v3/auth/token"

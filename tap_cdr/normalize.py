@@ -74,9 +74,17 @@ def to_utc(value: Any, zone: tzinfo, field: str = "timestamp") -> str | None:
     return parsed.astimezone(UTC).isoformat()
 
 
-def to_int(value: Any, field: str = "integer") -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+def _parse_number(value: Any) -> int | Decimal | None:
+    """A JSON number or numeric text as an int or an exact Decimal; blank as None.
+
+    Raises ValueError (or ArithmeticError) for anything else.
+    """
+    if value is None or value.__class__ is int:
         return value
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return int(value)
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -84,38 +92,31 @@ def to_int(value: Any, field: str = "integer") -> int | None:
         try:
             return int(text)
         except ValueError:
-            pass
-        try:
-            number = Decimal(text)
-        except ArithmeticError:
-            number = None
-        if number is not None and number.is_finite() and number == number.to_integral():
-            return int(number)
-    elif isinstance(value, (float, Decimal)) and value == int(value):
-        return int(value)
+            value = Decimal(text)
+    elif isinstance(value, float):
+        value = Decimal(repr(value))
+    if isinstance(value, Decimal) and value.is_finite():
+        return value
+    raise ValueError(value)
+
+
+def to_int(value: Any, field: str = "integer") -> int | None:
+    try:
+        number = _parse_number(value)
+    except (ValueError, ArithmeticError):
+        number = Decimal("NaN")
+    if number is None or number.__class__ is int:
+        return number
+    if number.is_finite() and number == number.to_integral_value():
+        return int(number)
     raise NormalizationError(f"{field}: {value!r} is not an integer")
 
 
 def to_number(value: Any, field: str = "number") -> int | Decimal | None:
-    if value is None or (isinstance(value, (int, Decimal)) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            number = Decimal(text)
-        except ArithmeticError:
-            number = None
-        if number is not None and number.is_finite():
-            return number
-    raise NormalizationError(f"{field}: {value!r} is not a number")
+    try:
+        return _parse_number(value)
+    except (ValueError, ArithmeticError):
+        raise NormalizationError(f"{field}: {value!r} is not a number") from None
 
 
 def blank_to_null(value: Any) -> Any:

@@ -175,7 +175,7 @@ class CdrV3Stream(BookmarkedStream):
         self.authenticator.mark_proven()
 
     def handle_unauthorized(self, response: requests.Response) -> None:
-        if self.authenticator.refresh_after_401():
+        if self.authenticator.refresh_after_401(response.request):
             self.logger.warning("cdr_v3: 401 Unauthorized; fetching a new token and retrying")
             error = RetriableAPIError(self.response_error_message(response), response)
             error.retry_now = True  # a new token needs no wait

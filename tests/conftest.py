@@ -80,16 +80,12 @@ def expected_ids(data: V3Dataset, start: datetime, end: datetime) -> list[str]:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[callable]:
-    """Start sandboxes on free ports; all are stopped after the test."""
+def start_sandbox() -> Iterator[callable]:
+    """Start sandboxes from a SandboxConfig on free ports; all stop after the test."""
     servers: list[SandboxServer] = []
 
-    def make(records: int = 200, step_seconds: int = 900, **kwargs: object) -> SandboxServer:
-        dataset_args = {k: kwargs.pop(k) for k in ("seed", "zone", "extra_fields") if k in kwargs}
-        dataset = V3Dataset(
-            records=records, anchor=ANCHOR, step_seconds=step_seconds, **dataset_args
-        )
-        server = start(SandboxConfig(v3=dataset, **kwargs))
+    def make(config: SandboxConfig) -> SandboxServer:
+        server = start(config)
         servers.append(server)
         return server
 
@@ -97,3 +93,17 @@ def sandbox() -> Iterator[callable]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def sandbox(start_sandbox) -> callable:
+    """A v3 sandbox of ``records`` calls, ``step_seconds`` apart, ending at ANCHOR."""
+
+    def make(records: int = 200, step_seconds: int = 900, **kwargs: object) -> SandboxServer:
+        dataset_args = {k: kwargs.pop(k) for k in ("seed", "zone", "extra_fields") if k in kwargs}
+        dataset = V3Dataset(
+            records=records, anchor=ANCHOR, step_seconds=step_seconds, **dataset_args
+        )
+        return start_sandbox(SandboxConfig(v3=dataset, **kwargs))
+
+    return make

@@ -9,25 +9,18 @@ from datetime import datetime, timezone
 import pytest
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_cdr.sandbox import SandboxConfig, start
+from tap_cdr.sandbox import SandboxConfig
 from tap_cdr.sandbox.data import VccDataset
 from tests.conftest import ANCHOR, run_tap
 
 
 @pytest.fixture
-def vcc():
-    servers = []
-
+def vcc(start_sandbox):
     def make(records: int = 20, anchor: datetime = ANCHOR, month_basis: str = "local", **kw):
         dataset = VccDataset(records=records, anchor=anchor, month_basis=month_basis)
-        server = start(SandboxConfig(vcc=dataset, **kw))
-        servers.append(server)
-        return server
+        return start_sandbox(SandboxConfig(vcc=dataset, **kw))
 
-    yield make
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return make
 
 
 def config_for(server, items, **overrides):

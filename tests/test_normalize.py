@@ -149,3 +149,19 @@ def test_minute_cache_gives_the_same_instant_as_a_full_conversion(moment, zone_n
     text = moment.strftime("%Y-%m-%d %H:%M:%S")
     # Twice: once filling the cache, once from it.
     assert normalizer.utc(text, "t") == normalizer.utc(text, "t") == to_utc(text, zone)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=12), st.integers(), st.floats(), st.decimals(), st.booleans(), st.none()
+    )
+)
+def test_numbers_parse_or_raise_the_documented_error(value):
+    from tap_cdr.normalize import to_number
+
+    for convert in (to_int, to_number):
+        try:
+            result = convert(value)
+        except NormalizationError:
+            continue
+        assert result is None or type(result) in (int, Decimal)
