@@ -236,3 +236,30 @@ def test_batch_files_hold_exactly_the_record_output(tmp_path):
                 from_files += [json.loads(line) for line in handle]
     key = lambda r: r["id"]  # noqa: E731
     assert sorted(from_files, key=key) == sorted(json.loads(json.dumps(records)), key=key)
+
+
+def test_target_postgres_loads_batch_files(postgres, sandbox_env, tmp_path):
+    _server, env = sandbox_env
+    ensure_loader(env, "target-postgres")
+    env = {
+        **env,
+        "TAP_CDR_BATCH_CONFIG": json.dumps(
+            {
+                "encoding": {"format": "jsonl", "compression": "gzip"},
+                "storage": {"root": f"file://{tmp_path}", "prefix": "cdr-"},
+            }
+        ),
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "tap_cdr_batch",
+    }
+    meltano(env, "state", "clear", "--force", "dev:tap-cdr-to-target-postgres:batch")
+    psql("drop schema if exists tap_cdr_batch cascade")
+    proc = meltano(env, "run", "--state-id-suffix", "batch", "tap-cdr", "target-postgres")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert list(tmp_path.glob("cdr-*.json.gz")), "no BATCH files were written"
+    [[rows, ids]] = psql("select count(*), count(distinct id) from tap_cdr_batch.cdr_v3")
+    assert int(rows) == int(ids) == RECORDS
+    [[same]] = psql(
+        "select count(*) from tap_cdr_batch.cdr_v3 b join tap_cdr.cdr_v3 r using (id) "
+        "where b.time_ended = r.time_ended and b.additional = r.additional"
+    )
+    assert int(same) == RECORDS
