@@ -171,6 +171,14 @@ def summarise(scenario: Scenario, contenders: list[Contender]) -> list[str]:
 
 SCENARIOS = [
     Scenario("200k records, page 1000, no latency", 200_000, 1000),
+    Scenario(
+        "200k records, page 1000, no latency: sequential and default concurrency",
+        200_000,
+        1000,
+        0.0,
+        ["tap-cdr", "json loop"],
+        (1, 4),
+    ),
     Scenario("200k records, page 100, no latency", 200_000, 100),
     Scenario(
         "200k records, page 100, 50 ms latency: concurrency",

@@ -154,7 +154,7 @@ class V3Normalizer:
     # UTC offsets are whole minutes, so a naive "YYYY-MM-DD HH:MM:SS" converts by
     # converting its minute once and keeping its seconds: calls that end in the same
     # minute share one zoneinfo conversion.
-    CACHE_LIMIT = 100_000
+    CACHE_LIMIT = 20_000
 
     def __init__(self, zone: tzinfo) -> None:
         self.zone = zone

@@ -40,6 +40,15 @@ def _schema_dir() -> Path:
 SCHEMAS = SchemaDirectory(_schema_dir())
 MIN_RETRY_PAUSE_SECONDS = 1.0
 MAX_WINDOW_PASSES = 4
+# A window holding more rows than this is divided before it is paged: the ids of a
+# window are kept to deduplicate it, so memory stays bounded whatever the dataset.
+MAX_WINDOW_ROWS = 50_000
+
+
+class WindowTooLarge(Exception):
+    def __init__(self, total: int) -> None:
+        super().__init__(total)
+        self.total = total
 
 
 class BookmarkedStream(CdrApiStream):
@@ -254,11 +263,24 @@ class CdrV3Stream(BookmarkedStream):
         windows = self.windows()
         if not windows:
             self.logger.info("cdr_v3: nothing to read: the bookmark is past end_date")
-        for window in windows:
+        queue = deque(windows)
+        while queue:
+            window = queue.popleft()
             started, records = time.monotonic(), 0
-            for record in self.window_records(window):
-                records += 1
-                yield record
+            try:
+                for record in self.window_records(window):
+                    records += 1
+                    yield record
+            except WindowTooLarge as large:
+                pieces = window.divide(-(-large.total // MAX_WINDOW_ROWS))
+                self.logger.info(
+                    "cdr_v3: window %s holds %d CDRs; reading it as %d windows",
+                    window.label(),
+                    large.total,
+                    len(pieces),
+                )
+                queue.extendleft(reversed(pieces))
+                continue
             self.commit_state(window.end.isoformat())
             elapsed = max(time.monotonic() - started, 1e-6)
             # One line per window: Meltano shows it; hidden at WARNING level.
@@ -289,7 +311,7 @@ class CdrV3Stream(BookmarkedStream):
         concurrency = self.v3.max_concurrency
         for _ in range(MAX_WINDOW_PASSES):
             self._page_totals = []
-            pages = self.window_pages(context, concurrency)
+            pages = self.window_pages(context, concurrency, divisible=len(window.divide(2)) > 1)
             for page in pages:
                 for raw in page:
                     ended = raw.get("time_ended")
@@ -322,7 +344,9 @@ class CdrV3Stream(BookmarkedStream):
         records = list(self.request_records({**context, "offset": offset}))
         return records, self._last_page.total
 
-    def window_pages(self, context: dict, concurrency: int) -> Iterator[list[dict]]:
+    def window_pages(
+        self, context: dict, concurrency: int, *, divisible: bool = False
+    ) -> Iterator[list[dict]]:
         """The pages of a window, in offset order.
 
         The first page gives ``total``; the remaining offsets are then fetched with up
@@ -331,6 +355,8 @@ class CdrV3Stream(BookmarkedStream):
         """
         self._short_page = False
         first, total = self.fetch_page(context, 0)
+        if total > MAX_WINDOW_ROWS and divisible:
+            raise WindowTooLarge(total)
         yield first
         step = len(first)  # rows per page as the server serves them (it may cap limit)
         if not step or step >= total:

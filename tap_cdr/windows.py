@@ -44,6 +44,23 @@ class Window:
     def label(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
+    def divide(self, parts: int) -> list[Window]:
+        """Up to ``parts`` consecutive windows of whole hours covering this one.
+
+        Never shorter than an hour, so that local bounds stay monotonic across DST.
+        """
+        hours = int((self.end - self.start) // timedelta(hours=1))
+        parts = max(1, min(parts, hours))
+        step = timedelta(hours=-(-hours // parts))
+        pieces, lo = [], self.start
+        while lo < self.end:
+            hi = min(lo + step, self.end)
+            if self.end - hi < timedelta(hours=1):
+                hi = self.end
+            pieces.append(Window(lo, hi))
+            lo = hi
+        return pieces
+
 
 def to_local(instant: datetime, zone: tzinfo) -> str:
     return instant.astimezone(zone).strftime(API_FORMAT)

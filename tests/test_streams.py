@@ -251,3 +251,20 @@ def test_one_progress_line_per_window_and_quiet_at_warning(sandbox, caplog):
     with caplog.at_level(logging.WARNING):
         run_tap(config)
     assert not [r for r in caplog.records if "complete:" in r.getMessage()]
+
+
+def test_a_crowded_window_is_divided_so_memory_stays_bounded(sandbox, monkeypatch, caplog):
+    import logging
+
+    from tap_cdr import streams
+
+    monkeypatch.setattr(streams, "MAX_WINDOW_ROWS", 60)
+    server = sandbox(records=400, step_seconds=600)
+    config = v3_config(server, cdr_v3={"window_hours": 24 * 30})
+    with caplog.at_level(logging.INFO):
+        result = run_tap(config)
+    assert sorted(result.ids) == sorted(expected_ids(server.config.v3, START, END))
+    assert any("reading it as" in r.getMessage() for r in caplog.records)
+    bookmarks = [s["bookmarks"]["cdr_v3"]["replication_key_value"] for s in result.states]
+    assert len(set(bookmarks)) > 5  # state after each piece, not once per month
+    assert result.final_state["bookmarks"]["cdr_v3"]["replication_key_value"] == END.isoformat()

@@ -94,3 +94,19 @@ def test_every_local_time_of_a_dst_year_falls_in_exactly_one_window(hours):
     for text in probes:
         hits = [b for b in bounds if b[0] <= text < b[1]]
         assert len(hits) == 1, (text, hits)
+
+
+@given(st.integers(min_value=1, max_value=24 * 60), st.integers(min_value=1, max_value=500))
+def test_divide_tiles_the_window_in_pieces_of_at_least_an_hour(hours, parts):
+    window = Window(at(1), at(1) + timedelta(hours=hours, minutes=17))
+    pieces = window.divide(parts)
+    assert pieces[0].start == window.start and pieces[-1].end == window.end
+    assert all(a.end == b.start for a, b in itertools.pairwise(pieces))
+    assert all(p.end - p.start >= timedelta(hours=1) for p in pieces)
+    assert len(pieces) <= parts
+
+
+def test_a_window_shorter_than_two_hours_is_not_divided():
+    assert Window(at(1), at(1, 1) + timedelta(minutes=59)).divide(8) == [
+        Window(at(1), at(1, 1) + timedelta(minutes=59))
+    ]
