@@ -101,7 +101,6 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         self._timeout = timeout
         self._refreshed = False
         self._retired: str | None = None
-        self.token_fetches = 0
         # Pages are fetched from several threads: one of them fetches a token.
         self._lock = threading.Lock()
 
@@ -135,7 +134,6 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
 
     def _fetch_token(self) -> str:
         url = f"{self.base_url}/v3/auth/token"
-        self.token_fetches += 1
         try:
             response = requests.post(url, json={"api_key": self._api_key}, timeout=self._timeout)
         except requests.RequestException as exc:
