@@ -128,6 +128,7 @@ class CdrV3Stream(BookmarkedStream):
         self._page_totals: list[int] = []
         self._last_page = threading.local()
         self._in_flight_limit = 1
+        self._in_flight_ceiling = 1
 
     @cached_property
     def v3(self) -> settings.V3Settings:
@@ -211,15 +212,16 @@ class CdrV3Stream(BookmarkedStream):
     def backoff_handler(self, details: Any) -> None:
         response = getattr(details.get("exception"), "response", None)
         if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
-            lowered = max(1, self._in_flight_limit // 2)
-            if lowered < self._in_flight_limit:
+            lowered = max(1, self._in_flight_ceiling // 2)
+            if lowered < self._in_flight_ceiling:
                 self.logger.warning(
                     "cdr_v3: 429 Too Many Requests: lowering concurrency from %d to %d "
                     "for the rest of this window",
-                    self._in_flight_limit,
+                    self._in_flight_ceiling,
                     lowered,
                 )
-                self._in_flight_limit = lowered
+                self._in_flight_ceiling = lowered
+                self._in_flight_limit = min(self._in_flight_limit, lowered)
         super().backoff_handler(details)
 
     # -- windows and state ---------------------------------------------------------
@@ -347,11 +349,13 @@ class CdrV3Stream(BookmarkedStream):
     def window_pages(
         self, context: dict, concurrency: int, *, divisible: bool = False
     ) -> Iterator[list[dict]]:
-        """The pages of a window, in offset order.
+        """The pages of a window, in offset order, so the output is the same as a
+        sequential read whatever the concurrency.
 
-        The first page gives ``total``; the remaining offsets are then fetched with up
-        to ``concurrency`` requests in flight, and yielded in order, so the output is
-        the same as a sequential read. A 429 halves the limit (see backoff_handler).
+        The first page gives ``total`` and the rows per page. Pages are then read
+        inline until fetching proves slower than using them (API latency); from there
+        up to ``concurrency`` requests are kept in flight. A ``divisible`` window with
+        more than MAX_WINDOW_ROWS rows raises WindowTooLarge before any row is used.
         """
         self._short_page = False
         first, total = self.fetch_page(context, 0)
@@ -361,18 +365,34 @@ class CdrV3Stream(BookmarkedStream):
         step = len(first)  # rows per page as the server serves them (it may cap limit)
         if not step or step >= total:
             return
-        offsets = range(step, total, step)
-        self._in_flight_limit = concurrency
-        if concurrency == 1:
-            for offset in offsets:
-                page, _ = self.fetch_page(context, offset)
-                self._note_page(page, offset, step, total)
-                yield page
-                if not page:
-                    return
+        planned = iter(range(step, total, step))
+        # Pages are read inline while fetching a page takes less time than using one:
+        # then threads would only compete with the records for the CPU. Two slow
+        # fetches in a row (the API has latency) switch to concurrent fetching.
+        slow_in_a_row = 0
+        for offset in planned:
+            started = time.monotonic()
+            page, _ = self.fetch_page(context, offset)
+            fetched = time.monotonic() - started
+            self._note_page(page, offset, step, total)
+            started = time.monotonic()
+            yield page
+            used = time.monotonic() - started
+            if not page:
+                return
+            slow_in_a_row = slow_in_a_row + 1 if fetched > used else 0
+            if concurrency > 1 and slow_in_a_row >= 2:
+                break
+        else:
             return
+        # In flight: start at two pages ahead and add one whenever the records run dry
+        # (the next page was not there yet), up to the ceiling. Pages that keep
+        # arriving before they are needed take one away. A 429 halves the ceiling
+        # (backoff_handler).
+        self._in_flight_ceiling = concurrency
+        self._in_flight_limit = min(2, concurrency)
+        ready_in_a_row = 0
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cdr_v3") as pool:
-            planned = iter(offsets)
             in_flight: deque = deque()
 
             def refill() -> None:
@@ -386,6 +406,16 @@ class CdrV3Stream(BookmarkedStream):
             try:
                 while in_flight:
                     offset, future = in_flight.popleft()
+                    if future.done():
+                        ready_in_a_row += 1
+                        if ready_in_a_row >= 4 and self._in_flight_limit > 1:
+                            self._in_flight_limit -= 1
+                            ready_in_a_row = 0
+                    else:
+                        ready_in_a_row = 0
+                        self._in_flight_limit = min(
+                            self._in_flight_limit + 1, self._in_flight_ceiling
+                        )
                     page, _ = future.result()
                     refill()
                     self._note_page(page, offset, step, total)

@@ -207,6 +207,7 @@ def test_anchor_is_fixed():
 
 def test_concurrent_fetching_emits_byte_identical_output(sandbox):
     server = sandbox(records=400, step_seconds=300)
+    server.config.faults.update({"latency_ms": 10})  # latency: concurrency engages
     outputs = []
     for concurrency in (1, 8):
         config = v3_config(server, cdr_v3={"max_concurrency": concurrency, "page_size": 20})
@@ -223,7 +224,9 @@ def test_concurrent_fetching_emits_byte_identical_output(sandbox):
 
 def test_429_lowers_the_concurrency_for_the_window(sandbox, caplog):
     server = sandbox(records=400, step_seconds=60)
-    server.config.faults.update({"status_429": 2, "retry_after": 0.05, "start_after": 3})
+    server.config.faults.update(
+        {"status_429": 2, "retry_after": 0.05, "start_after": 5, "latency_ms": 10}
+    )
     config = v3_config(
         server, cdr_v3={"max_concurrency": 8, "page_size": 20, "window_hours": 24 * 30}
     )
