@@ -129,6 +129,7 @@ class CdrV3Stream(BookmarkedStream):
         self._last_page = threading.local()
         self._in_flight_limit = 1
         self._in_flight_ceiling = 1
+        self._latency_bound = False
 
     @cached_property
     def v3(self) -> settings.V3Settings:
@@ -370,7 +371,7 @@ class CdrV3Stream(BookmarkedStream):
         # then threads would only compete with the records for the CPU. Two slow
         # fetches in a row (the API has latency) switch to concurrent fetching.
         slow_in_a_row = 0
-        for offset in planned:
+        for offset in planned if not self._latency_bound else ():
             started = time.monotonic()
             page, _ = self.fetch_page(context, offset)
             fetched = time.monotonic() - started
@@ -382,15 +383,16 @@ class CdrV3Stream(BookmarkedStream):
                 return
             slow_in_a_row = slow_in_a_row + 1 if fetched > used else 0
             if concurrency > 1 and slow_in_a_row >= 2:
+                self._latency_bound = True  # later windows start concurrent
                 break
         else:
-            return
-        # In flight: start at two pages ahead and add one whenever the records run dry
-        # (the next page was not there yet), up to the ceiling. Pages that keep
-        # arriving before they are needed take one away. A 429 halves the ceiling
-        # (backoff_handler).
+            if not self._latency_bound:
+                return
+        # In flight: start at the ceiling, and add one back whenever the records run
+        # dry (the next page was not there yet). Pages that keep arriving before they
+        # are needed take one away. A 429 halves the ceiling (backoff_handler).
         self._in_flight_ceiling = concurrency
-        self._in_flight_limit = min(2, concurrency)
+        self._in_flight_limit = concurrency
         ready_in_a_row = 0
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cdr_v3") as pool:
             in_flight: deque = deque()
