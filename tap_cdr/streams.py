@@ -388,12 +388,9 @@ class CdrV3Stream(BookmarkedStream):
         else:
             if not self._latency_bound:
                 return
-        # In flight: start at the ceiling, and add one back whenever the records run
-        # dry (the next page was not there yet). Pages that keep arriving before they
-        # are needed take one away. A 429 halves the ceiling (backoff_handler).
+        # Up to `concurrency` requests in flight; a 429 halves it (backoff_handler).
         self._in_flight_ceiling = concurrency
         self._in_flight_limit = concurrency
-        ready_in_a_row = 0
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cdr_v3") as pool:
             in_flight: deque = deque()
 
@@ -408,16 +405,6 @@ class CdrV3Stream(BookmarkedStream):
             try:
                 while in_flight:
                     offset, future = in_flight.popleft()
-                    if future.done():
-                        ready_in_a_row += 1
-                        if ready_in_a_row >= 4 and self._in_flight_limit > 1:
-                            self._in_flight_limit -= 1
-                            ready_in_a_row = 0
-                    else:
-                        ready_in_a_row = 0
-                        self._in_flight_limit = min(
-                            self._in_flight_limit + 1, self._in_flight_ceiling
-                        )
                     page, _ = future.result()
                     refill()
                     self._note_page(page, offset, step, total)
