@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import settings
 
 from tap_cdr.sandbox import SandboxConfig, SandboxServer, V3Dataset, start
 from tap_cdr.tap import TapCDR
+from tests.reliability.checker import Report
 
 # Shared CI machines are noisy: a slow example is not a failure.
 settings.register_profile("tap-cdr", deadline=None)
@@ -23,9 +23,8 @@ settings.load_profile("tap-cdr")
 ANCHOR = datetime(2024, 3, 10, 12, 0, 0, tzinfo=timezone.utc)
 
 
-@dataclass
-class SyncResult:
-    messages: list[dict] = field(default_factory=list)
+class SyncResult(Report):
+    """The messages of an in-process sync; states and final_state come from Report."""
 
     @property
     def records(self) -> list[dict]:
@@ -37,14 +36,6 @@ class SyncResult:
 
     def ids_of(self, key: str) -> list[str]:
         return [r[key] for r in self.records]
-
-    @property
-    def states(self) -> list[dict]:
-        return [m["value"] for m in self.messages if m["type"] == "STATE"]
-
-    @property
-    def final_state(self) -> dict:
-        return self.states[-1]
 
 
 def run_tap(config: dict, state: dict | None = None) -> SyncResult:
