@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from http import HTTPStatus
@@ -26,6 +24,7 @@ from singer_sdk.singerlib import RecordMessage
 from tap_cdr import settings
 from tap_cdr.client import CdrApiError, CdrApiStream, V3TokenAuthenticator, json_body
 from tap_cdr.normalize import V3Normalizer, VccNormalizer
+from tap_cdr.pager import WindowPager, WindowRead
 from tap_cdr.uuids import WorkItem, month_candidates, parse_item
 from tap_cdr.windows import Window, parse_instant, split, sync_range
 
@@ -43,12 +42,6 @@ MAX_WINDOW_PASSES = 4
 # A window holding more rows than this is divided before it is paged: the ids of a
 # window are kept to deduplicate it, so memory stays bounded whatever the dataset.
 MAX_WINDOW_ROWS = 50_000
-
-
-class WindowTooLarge(Exception):
-    def __init__(self, total: int) -> None:
-        super().__init__(total)
-        self.total = total
 
 
 class BookmarkedStream(CdrApiStream):
@@ -125,11 +118,8 @@ class CdrV3Stream(BookmarkedStream):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._pool_sized = False
         super().__init__(*args, **kwargs)
-        self._page_totals: list[int] = []
         self._last_page = threading.local()
-        self._in_flight_limit = 1
-        self._in_flight_ceiling = 1
-        self._latency_bound = False
+        self._pager: WindowPager | None = None
 
     @cached_property
     def v3(self) -> settings.V3Settings:
@@ -155,8 +145,8 @@ class CdrV3Stream(BookmarkedStream):
     # -- HTTP ----------------------------------------------------------------------
 
     def get_new_paginator(self) -> None:
-        # Each request is one page: `window_pages` plans the offsets, so that pages
-        # after the first can be fetched concurrently.
+        # Each request is one page: the WindowPager plans the offsets, so that pages
+        # can be fetched concurrently.
         return None
 
     @property
@@ -206,23 +196,22 @@ class CdrV3Stream(BookmarkedStream):
 
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
         body = json_body(response)
-        self._page_totals.append(body["total"])
         self._last_page.total = body["total"]
         return body["data"]
 
     def backoff_handler(self, details: Any) -> None:
         response = getattr(details.get("exception"), "response", None)
-        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
-            lowered = max(1, self._in_flight_ceiling // 2)
-            if lowered < self._in_flight_ceiling:
+        pager = self._pager
+        too_many = HTTPStatus.TOO_MANY_REQUESTS
+        if response is not None and response.status_code == too_many and pager is not None:
+            before, after = pager.lower()
+            if after < before:
                 self.logger.warning(
                     "cdr_v3: 429 Too Many Requests: lowering concurrency from %d to %d "
                     "for the rest of this window",
-                    self._in_flight_ceiling,
-                    lowered,
+                    before,
+                    after,
                 )
-                self._in_flight_ceiling = lowered
-                self._in_flight_limit = min(self._in_flight_limit, lowered)
         super().backoff_handler(details)
 
     # -- windows and state ---------------------------------------------------------
@@ -266,39 +255,43 @@ class CdrV3Stream(BookmarkedStream):
         windows = self.windows()
         if not windows:
             self.logger.info("cdr_v3: nothing to read: the bookmark is past end_date")
-        queue = deque(windows)
-        while queue:
-            window = queue.popleft()
-            started, records = time.monotonic(), 0
-            try:
-                for record in self.window_records(window):
+        self._pager = WindowPager(
+            self.fetch_page,
+            concurrency=self.v3.max_concurrency,
+            max_rows=MAX_WINDOW_ROWS,
+            on_divide=self._log_division,
+        )
+        try:
+            for read in self._pager.reads(windows):
+                started, records = time.monotonic(), 0
+                for record in self.window_records(read):
                     records += 1
                     yield record
-            except WindowTooLarge as large:
-                pieces = window.divide(-(-large.total // MAX_WINDOW_ROWS))
+                self.commit_state(read.window.end.isoformat())
+                elapsed = max(time.monotonic() - started, 1e-6)
+                # One line per window: Meltano shows it; hidden at WARNING level.
                 self.logger.info(
-                    "cdr_v3: window %s holds %d CDRs; reading it as %d windows",
-                    window.label(),
-                    large.total,
-                    len(pieces),
+                    "cdr_v3: window %s complete: %d records in %.1f s (%.0f records/s); "
+                    "%d requests and %d retries so far",
+                    read.window.label(),
+                    records,
+                    elapsed,
+                    records / elapsed,
+                    self.progress.requests,
+                    self.progress.retries,
                 )
-                queue.extendleft(reversed(pieces))
-                continue
-            self.commit_state(window.end.isoformat())
-            elapsed = max(time.monotonic() - started, 1e-6)
-            # One line per window: Meltano shows it; hidden at WARNING level.
-            self.logger.info(
-                "cdr_v3: window %s complete: %d records in %.1f s (%.0f records/s); "
-                "%d requests and %d retries so far",
-                window.label(),
-                records,
-                elapsed,
-                records / elapsed,
-                self.progress.requests,
-                self.progress.retries,
-            )
+        finally:
+            self._pager.close()
 
-    def window_records(self, window: Window) -> Iterator[dict]:
+    def _log_division(self, window: Window, total: int, pieces: list[Window]) -> None:
+        self.logger.info(
+            "cdr_v3: window %s holds %d CDRs; reading it as %d windows",
+            window.label(),
+            total,
+            len(pieces),
+        )
+
+    def window_records(self, read: WindowRead) -> Iterator[dict]:
         """Every record whose end time lies in the window, once, normalised.
 
         If ``total`` changes between the pages of a window, or a page comes back
@@ -306,16 +299,12 @@ class CdrV3Stream(BookmarkedStream):
         have been skipped: the window is read again, sequentially, and the ids already
         emitted are not emitted twice.
         """
+        window = read.window
         lo, hi = window.local_bounds(self.v3.zone)
-        query_lo, query_hi = window.query_bounds(self.v3.zone)
-        context = {"start_date_ended": query_lo, "end_date_ended": query_hi}
         normalize = self.normalize
         seen: set[str] = set()
-        concurrency = self.v3.max_concurrency
         for _ in range(MAX_WINDOW_PASSES):
-            self._page_totals = []
-            pages = self.window_pages(context, concurrency, divisible=len(window.divide(2)) > 1)
-            for page in pages:
+            for page in self._pager.pages(read):
                 for raw in page:
                     ended = raw.get("time_ended")
                     if ended and not lo <= ended < hi:
@@ -329,93 +318,25 @@ class CdrV3Stream(BookmarkedStream):
                         )
                     seen.add(cdr_id)
                     yield normalize(raw)
-            if len(set(self._page_totals)) <= 1 and not self._short_page:
+            if not read.changed:
                 return
             self.logger.warning(
                 "cdr_v3: window %s changed while it was paged (total went %s); reading it again",
                 window.label(),
-                " -> ".join(str(t) for t in dict.fromkeys(self._page_totals)),
+                " -> ".join(str(t) for t in dict.fromkeys(read.totals)),
             )
-            concurrency = 1
+            read = self._pager.reread(window)
         raise CdrApiError(
             f"cdr_v3: window {window.label()} kept changing over {MAX_WINDOW_PASSES} reads; "
             "rows may be missing. Lower window_hours or raise the settle delay (end_date)."
         )
 
-    def fetch_page(self, context: dict, offset: int) -> tuple[list[dict], int]:
+    def fetch_page(self, window: Window, offset: int) -> tuple[list[dict], int]:
         """One page through the SDK's request path (auth, retries, metrics)."""
-        records = list(self.request_records({**context, "offset": offset}))
+        lo, hi = window.query_bounds(self.v3.zone)
+        context = {"start_date_ended": lo, "end_date_ended": hi, "offset": offset}
+        records = list(self.request_records(context))
         return records, self._last_page.total
-
-    def window_pages(
-        self, context: dict, concurrency: int, *, divisible: bool = False
-    ) -> Iterator[list[dict]]:
-        """The pages of a window, in offset order, so the output is the same as a
-        sequential read whatever the concurrency.
-
-        The first page gives ``total`` and the rows per page. Pages are then read
-        inline until fetching proves slower than using them (API latency); from there
-        up to ``concurrency`` requests are kept in flight. A ``divisible`` window with
-        more than MAX_WINDOW_ROWS rows raises WindowTooLarge before any row is used.
-        """
-        self._short_page = False
-        first, total = self.fetch_page(context, 0)
-        if total > MAX_WINDOW_ROWS and divisible:
-            raise WindowTooLarge(total)
-        yield first
-        step = len(first)  # rows per page as the server serves them (it may cap limit)
-        if not step or step >= total:
-            return
-        planned = iter(range(step, total, step))
-        # Pages are read inline while fetching a page takes less time than using one:
-        # then threads would only compete with the records for the CPU. Two slow
-        # fetches in a row (the API has latency) switch to concurrent fetching.
-        slow_in_a_row = 0
-        for offset in planned if not self._latency_bound else ():
-            started = time.monotonic()
-            page, _ = self.fetch_page(context, offset)
-            fetched = time.monotonic() - started
-            self._note_page(page, offset, step, total)
-            started = time.monotonic()
-            yield page
-            used = time.monotonic() - started
-            if not page:
-                return
-            slow_in_a_row = slow_in_a_row + 1 if fetched > used else 0
-            if concurrency > 1 and slow_in_a_row >= 2:
-                self._latency_bound = True  # later windows start concurrent
-                break
-        else:
-            if not self._latency_bound:
-                return
-        # Up to `concurrency` requests in flight; a 429 halves it (backoff_handler).
-        self._in_flight_ceiling = concurrency
-        self._in_flight_limit = concurrency
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cdr_v3") as pool:
-            in_flight: deque = deque()
-
-            def refill() -> None:
-                while len(in_flight) < self._in_flight_limit:
-                    offset = next(planned, None)
-                    if offset is None:
-                        return
-                    in_flight.append((offset, pool.submit(self.fetch_page, context, offset)))
-
-            refill()
-            try:
-                while in_flight:
-                    offset, future = in_flight.popleft()
-                    page, _ = future.result()
-                    refill()
-                    self._note_page(page, offset, step, total)
-                    yield page
-            finally:
-                for _, future in in_flight:
-                    future.cancel()
-
-    def _note_page(self, page: list[dict], offset: int, step: int, total: int) -> None:
-        if len(page) < min(step, total - offset):
-            self._short_page = True
 
 
 class CdrByUuidStream(BookmarkedStream):

@@ -1,0 +1,190 @@
+"""WindowPager: pages in order across windows, bounded in flight and in memory.
+
+These drive the pager with an in-process fake API (rows counted per window), so that
+completion order, latency and failures can be controlled exactly; the sandbox-level
+tests (test_streams.py, the fault matrix) cover it through the real tap.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tap_cdr.pager import WindowPager
+from tap_cdr.windows import Window, split
+
+T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+STEP = 10
+
+
+class FakeApi:
+    """``rows[i]`` rows in the i-th hour after T0; pages of STEP rows."""
+
+    def __init__(self, rows: list[int], latency: float = 0.0, jitter: float = 0.0) -> None:
+        self.rows = rows
+        self.latency = latency
+        self.jitter = jitter
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak_running = 0
+        self.threads: set[str] = set()
+        self.calls: list[tuple[Window, int]] = []
+        self.fail_at: tuple[int, int] | None = None  # (hour, offset)
+
+    def count(self, window: Window) -> int:
+        first = int((window.start - T0) / timedelta(hours=1))
+        last = int((window.end - T0) / timedelta(hours=1))
+        return sum(self.rows[max(first, 0) : max(last, 0)])
+
+    def ids(self, window: Window) -> list[str]:
+        out = []
+        for hour in range(int((window.end - window.start) / timedelta(hours=1))):
+            start = window.start + timedelta(hours=hour)
+            index = int((start - T0) / timedelta(hours=1))
+            if 0 <= index < len(self.rows):
+                out += [f"{index}-{i}" for i in range(self.rows[index])]
+        return out
+
+    def __call__(self, window: Window, offset: int) -> tuple[list[dict], int]:
+        with self.lock:
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+            self.threads.add(threading.current_thread().name)
+            self.calls.append((window, offset))
+        try:
+            time.sleep(self.latency + random.uniform(0, self.jitter))
+            hour = int((window.start - T0) / timedelta(hours=1))
+            if self.fail_at == (hour, offset):
+                raise RuntimeError(f"the API failed at hour {hour}")
+            ids = self.ids(window)
+            return [{"id": i} for i in ids[offset : offset + STEP]], len(ids)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def read_all(pager: WindowPager, windows: list[Window], held: list[int] | None = None):
+    """(window, ids) per read, as a consumer that uses every page would see them."""
+    out = []
+    for read in pager.reads(windows):
+        ids = []
+        for page in pager.pages(read):
+            if held is not None:
+                held.append(pager._held)
+            ids += [row["id"] for row in page]
+        out.append((read.window, ids))
+    return out
+
+
+def hours(n: int) -> list[Window]:
+    return split(T0, T0 + timedelta(hours=n), 1)
+
+
+def pager_for(api: FakeApi, concurrency: int, max_rows: int = 10_000, divided=None):
+    divisions = divided if divided is not None else []
+    return WindowPager(
+        api,
+        concurrency=concurrency,
+        max_rows=max_rows,
+        on_divide=lambda window, total, pieces: divisions.append((window, total, pieces)),
+    )
+
+
+def test_pages_arrive_in_window_and_offset_order_whatever_the_concurrency():
+    random.seed(7)
+    rows = [random.choice([0, 0, 3, 10, 25, 47]) for _ in range(30)]
+    results = {}
+    for concurrency in (1, 8):
+        api = FakeApi(rows, latency=0.01, jitter=0.01)  # completions out of order
+        pager = pager_for(api, concurrency)
+        results[concurrency] = read_all(pager, hours(30))
+        assert pager.latency_bound is (concurrency > 1)
+    assert results[1] == results[8]
+    assert [ids for _, ids in results[1]] == [FakeApi(rows).ids(w) for w in hours(30)]
+
+
+def test_in_flight_requests_and_held_pages_stay_within_the_limit():
+    api = FakeApi([95] * 12, latency=0.01, jitter=0.01)
+    pager = pager_for(api, 8)
+    held: list[int] = []
+    read_all(pager, hours(12), held)
+    assert api.peak_running == 8  # the limit is used ...
+    assert max(held) <= 8 + 4  # ... and pages waiting for the consumer are bounded
+
+
+def test_next_windows_first_pages_are_requested_before_the_current_one_is_used_up():
+    api = FakeApi([0] * 40, latency=0.02)
+    pager = pager_for(api, 8)
+    started = time.monotonic()
+    read_all(pager, hours(40))
+    elapsed = time.monotonic() - started
+    # 40 empty windows one after another would take 40 x 20 ms; with up to 4 first
+    # pages ahead it is a fraction of that (generous bound: no timing flakiness).
+    assert elapsed < 40 * 0.02 * 0.75
+    assert api.peak_running > 1
+
+
+def test_a_fast_api_is_read_inline_on_the_consumers_thread():
+    api = FakeApi([35] * 10)
+    pager = pager_for(api, 8)
+    read_all(pager, hours(10))
+    assert not pager.latency_bound
+    assert api.threads == {threading.current_thread().name}
+
+
+def test_a_crowded_window_is_divided_before_any_of_its_rows_is_used():
+    rows = [0] * 20 + [30] * 4  # a 24-hour window holding 120 rows, all at the end
+    api = FakeApi(rows, latency=0.005)
+    divided: list = []
+    pager = pager_for(api, 4, max_rows=50, divided=divided)
+    day = [Window(T0, T0 + timedelta(hours=24))]
+    result = read_all(pager, day)
+    assert divided and divided[0][1] == 120
+    assert all(len(ids) <= 50 for _, ids in result)
+    assert [i for _, ids in result for i in ids] == api.ids(day[0])
+    assert Window(T0, T0 + timedelta(hours=24)) not in [w for w, _ in result]
+
+
+def test_a_failure_in_a_window_read_ahead_is_raised_after_the_earlier_windows():
+    api = FakeApi([25] * 10, latency=0.01)
+    api.fail_at = (6, 0)  # the first page of the 7th window
+    pager = pager_for(api, 8)
+    completed = []
+    with pytest.raises(RuntimeError, match="hour 6"):
+        for read in pager.reads(hours(10)):
+            ids = [row["id"] for page in pager.pages(read) for row in page]
+            completed.append(ids)
+    assert completed == [api.ids(w) for w in hours(6)]
+
+
+def test_a_lowered_limit_lasts_for_the_rest_of_the_window():
+    api = FakeApi([55] * 3, latency=0.01)
+    pager = pager_for(api, 8)
+    limits = []
+    for number, read in enumerate(pager.reads(hours(3))):
+        for index, _ in enumerate(pager.pages(read)):
+            if number == 0 and index == 1:
+                assert pager.lower() == (8, 4)
+            limits.append((number, pager.limit))
+    assert {limit for number, limit in limits if number == 0} >= {4}
+    assert {limit for number, limit in limits if number > 0} == {8}
+
+
+def test_a_short_page_marks_the_read_as_changed():
+    api = FakeApi([35], latency=0.0)
+    real = api.__call__
+
+    def short_second_page(window: Window, offset: int):
+        page, total = real(window, offset)
+        return (page[:5] if offset == STEP else page), total
+
+    pager = pager_for(short_second_page, 1)  # type: ignore[arg-type]
+    reads = []
+    for read in pager.reads(hours(1)):
+        list(pager.pages(read))
+        reads.append(read)
+    assert reads[0].changed
