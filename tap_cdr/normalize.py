@@ -34,6 +34,11 @@ V3_BLANK_IS_NULL_FIELDS = (
 )
 
 
+# json.loads with options builds a decoder per call; one shared decoder is the same
+# parse without that cost (JSON-in-string fields are per record).
+_decode_json = json.JSONDecoder(parse_float=Decimal).decode
+
+
 class NormalizationError(ValueError):
     """A value that cannot be represented as its schema type."""
 
@@ -136,7 +141,7 @@ def to_object(value: Any, field: str = "object") -> dict | None:
         if not text:
             return None
         try:
-            decoded = json.loads(text, parse_float=Decimal)
+            decoded = _decode_json(text)
         except ValueError:
             decoded = None
         if isinstance(decoded, dict):
