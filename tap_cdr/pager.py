@@ -7,18 +7,19 @@ page; the other offsets are planned from it.
 
 While the API answers faster than the records are used, pages are fetched inline,
 one at a time: threads would only compete with the records for the CPU. Once two
-fetches in a row were the slower part (API latency), up to ``concurrency`` requests
-are kept in flight for the rest of the run, and not only inside a window: when every
-page of the current window has been requested, the first pages of the next windows
-are requested too (up to half the limit), so the pipeline does not empty at window
-bounds, and empty windows or the pieces of a divided window cost no waiting of their
-own.
+fetches in a row were the slower part (API latency; see `_fetch_here`), up to
+``concurrency`` requests are kept in flight for the rest of the run, and not only
+inside a window: when every page of the current window has been requested, the first
+pages of the next windows are requested too (up to half the limit), so the pipeline
+does not empty at window bounds, and empty windows or the pieces of a divided window
+cost no waiting of their own.
 
 Scheduling happens on the consumer's thread only; the worker threads only fetch.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -27,8 +28,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from tap_cdr.windows import Window
 
 Page = list[dict]
-# fetch(window, offset) -> (rows, the total the API reported)
-Fetch = Callable[[Window, int], tuple[Page, int]]
+# fetch(window, offset) -> (rows, the total the API reported, seconds spent waiting for
+# the response's headers: the server's time and the network's, not the body's parsing)
+Fetch = Callable[[Window, int], tuple[Page, int, float]]
 # Below this much waiting per page there is nothing worth overlapping: threads would
 # only compete with the records for the CPU.
 MIN_WAIT_SECONDS = 0.005
@@ -72,15 +74,18 @@ class WindowPager:
         concurrency: int,
         max_rows: int,
         on_divide: OnDivide,
+        logger: logging.Logger,
     ) -> None:
         self.fetch = fetch
+        self.logger = logger
         self.concurrency = concurrency
         self.limit = concurrency  # requests in flight; a 429 lowers it (see lower())
         self.max_rows = max_rows
         self.on_divide = on_divide
         self.latency_bound = False
         self._slow_in_a_row = 0
-        self._returned_at: float | None = None
+        self._handed: tuple[float, int] | None = None  # when the last page was used, rows
+        self._use_per_row: float | None = None  # seconds the consumer takes per row
         self._pool: ThreadPoolExecutor | None = None
         self._plan: deque[WindowRead] = deque()
         self._running: set[Future] = set()
@@ -104,7 +109,7 @@ class WindowPager:
                     else:
                         self._await(read.first)  # meanwhile, _refill may plan or divide it
                         if read.first is not None:
-                            page, total = read.first.result()  # raises if it failed
+                            page, total, _ = read.first.result()  # raises if it failed
                             read.first = None
                             self._plan_read(read, page, total)
                     if self._plan[0] is not read:
@@ -128,6 +133,7 @@ class WindowPager:
         self._firsts -= 1
         offset = 0
         while True:
+            self._handed = (time.monotonic(), len(page))
             yield page
             if not page and offset:
                 self._drop(read)
@@ -171,8 +177,6 @@ class WindowPager:
         read.totals.append(total)
         read.step = len(page)  # rows per page as served (the server may cap limit)
         read.offsets = deque(range(read.step, total, read.step) if read.step else ())
-        if read.step and len(page) < min(read.step, total):
-            read.short_page = True
         return False
 
     def _next_page(self, read: WindowRead) -> tuple[int, Page, int] | None:
@@ -184,7 +188,7 @@ class WindowPager:
                 break  # nothing can free a slot: fetch it here
         if read.requested:
             offset, future = read.requested.popleft()
-            page, total = self._result(future)
+            page, total, _ = self._result(future)
             self._held -= 1
             return offset, page, total
         if not read.offsets:
@@ -214,7 +218,7 @@ class WindowPager:
                     firsts_only = True
                     at += 1
                     continue
-                page, total = read.first.result()
+                page, total, _ = read.first.result()
                 read.first = None
                 if self._plan_read(read, page, total):
                     continue  # divided: look at the first piece next
@@ -237,22 +241,38 @@ class WindowPager:
         return future
 
     def _fetch_here(self, window: Window, offset: int) -> tuple[Page, int]:
-        """Fetch on the consumer's thread, and watch whether the API is the slow part:
-        two fetches in a row that took longer than using the page before them, and
-        longer than MIN_WAIT_SECONDS, switch to concurrent fetching for the rest of
-        the run. (An empty page takes no time to use, so empty windows count too.)"""
+        """Fetch on the consumer's thread, and watch whether the API is the slow part.
+
+        A fetch is slow when waiting for the server took longer than using its rows
+        will (at the use time per row measured on the last page the consumer used), and
+        longer than MIN_WAIT_SECONDS. An empty page takes no time to use, so runs of
+        empty windows count; a full page is not judged before one has been used. Two
+        slow fetches in a row switch the rest of the run to concurrent fetching.
+        """
         started = time.monotonic()
-        used = started - self._returned_at if self._returned_at is not None else 0.0
-        result = self.fetch(window, offset)
-        self._returned_at = time.monotonic()
+        if self._handed is not None:
+            handed_at, rows = self._handed
+            self._handed = None
+            if rows:
+                self._use_per_row = (started - handed_at) / rows
+        page, total, waited = self.fetch(window, offset)
         if self._pool is None and self.concurrency > 1:
-            fetched = self._returned_at - started
-            slow = fetched > max(used, MIN_WAIT_SECONDS)
+            if page and self._use_per_row is None:
+                slow = False
+            else:
+                slow = waited > max(MIN_WAIT_SECONDS, len(page) * (self._use_per_row or 0.0))
             self._slow_in_a_row = self._slow_in_a_row + 1 if slow else 0
             if self._slow_in_a_row >= 2:
                 self.latency_bound = True
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="cdr_v3")
-        return result
+                self.logger.info(
+                    "cdr_v3: the API is the slow part (%.0f ms waiting for a page of %d "
+                    "rows): fetching up to %d pages at a time from here",
+                    waited * 1000,
+                    len(page),
+                    self.concurrency,
+                )
+        return page, total
 
     def _hold_first(self, read: WindowRead, page: Page, total: int) -> None:
         """Plan a read from a first page fetched here rather than by a worker."""
@@ -269,7 +289,7 @@ class WindowPager:
             self._wait_any()
             self._refill()
 
-    def _result(self, future: Future) -> tuple[Page, int]:
+    def _result(self, future: Future) -> tuple[Page, int, float]:
         self._await(future)
         self._running.discard(future)
         return future.result()

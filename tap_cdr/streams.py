@@ -197,6 +197,7 @@ class CdrV3Stream(BookmarkedStream):
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
         body = json_body(response)
         self._last_page.total = body["total"]
+        self._last_page.waited = response.elapsed.total_seconds()
         return body["data"]
 
     def backoff_handler(self, details: Any) -> None:
@@ -260,6 +261,7 @@ class CdrV3Stream(BookmarkedStream):
             concurrency=self.v3.max_concurrency,
             max_rows=MAX_WINDOW_ROWS,
             on_divide=self._log_division,
+            logger=self.logger,
         )
         try:
             for read in self._pager.reads(windows):
@@ -331,12 +333,13 @@ class CdrV3Stream(BookmarkedStream):
             "rows may be missing. Lower window_hours or raise the settle delay (end_date)."
         )
 
-    def fetch_page(self, window: Window, offset: int) -> tuple[list[dict], int]:
-        """One page through the SDK's request path (auth, retries, metrics)."""
+    def fetch_page(self, window: Window, offset: int) -> tuple[list[dict], int, float]:
+        """One page through the SDK's request path (auth, retries, metrics): its rows,
+        the API's total, and the seconds spent waiting for the response."""
         lo, hi = window.query_bounds(self.v3.zone)
         context = {"start_date_ended": lo, "end_date_ended": hi, "offset": offset}
         records = list(self.request_records(context))
-        return records, self._last_page.total
+        return records, self._last_page.total, self._last_page.waited
 
 
 class CdrByUuidStream(BookmarkedStream):

@@ -7,6 +7,7 @@ tests (test_streams.py, the fault matrix) cover it through the real tap.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -49,19 +50,20 @@ class FakeApi:
                 out += [f"{index}-{i}" for i in range(self.rows[index])]
         return out
 
-    def __call__(self, window: Window, offset: int) -> tuple[list[dict], int]:
+    def __call__(self, window: Window, offset: int) -> tuple[list[dict], int, float]:
         with self.lock:
             self.running += 1
             self.peak_running = max(self.peak_running, self.running)
             self.threads.add(threading.current_thread().name)
             self.calls.append((window, offset))
         try:
-            time.sleep(self.latency + random.uniform(0, self.jitter))
+            waited = self.latency + random.uniform(0, self.jitter)
+            time.sleep(waited)
             hour = int((window.start - T0) / timedelta(hours=1))
             if self.fail_at == (hour, offset):
                 raise RuntimeError(f"the API failed at hour {hour}")
             ids = self.ids(window)
-            return [{"id": i} for i in ids[offset : offset + STEP]], len(ids)
+            return [{"id": i} for i in ids[offset : offset + STEP]], len(ids), waited
         finally:
             with self.lock:
                 self.running -= 1
@@ -91,6 +93,7 @@ def pager_for(api: FakeApi, concurrency: int, max_rows: int = 10_000, divided=No
         concurrency=concurrency,
         max_rows=max_rows,
         on_divide=lambda window, total, pieces: divisions.append((window, total, pieces)),
+        logger=logging.getLogger("test_pager"),
     )
 
 
@@ -179,8 +182,8 @@ def test_a_short_page_marks_the_read_as_changed():
     real = api.__call__
 
     def short_second_page(window: Window, offset: int):
-        page, total = real(window, offset)
-        return (page[:5] if offset == STEP else page), total
+        page, total, waited = real(window, offset)
+        return (page[:5] if offset == STEP else page), total, waited
 
     pager = pager_for(short_second_page, 1)  # type: ignore[arg-type]
     reads = []
@@ -188,3 +191,19 @@ def test_a_short_page_marks_the_read_as_changed():
         list(pager.pages(read))
         reads.append(read)
     assert reads[0].changed
+
+
+def test_only_waiting_for_the_server_counts_as_latency():
+    """A page that takes long to transfer and parse, but was answered at once, is work
+    threads would compete for, not latency: the pager stays inline."""
+    api = FakeApi([0, 0] + [40] * 8)
+
+    def answered_at_once(window: Window, offset: int):
+        page, total, _ = api(window, offset)
+        time.sleep(0.02)  # the body's transfer and parsing
+        return page, total, 0.0005
+
+    pager = pager_for(answered_at_once, 8)  # type: ignore[arg-type]
+    read_all(pager, hours(10))
+    assert not pager.latency_bound
+    assert api.peak_running == 1
