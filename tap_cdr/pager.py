@@ -103,17 +103,19 @@ class WindowPager:
             while self._plan:
                 read = self._plan[0]
                 if read.offsets is None:
-                    self._refill()  # once concurrent, request it with the rest
-                    if read.first is None:
-                        self._hold_first(read, *self._fetch_here(read.window, 0))
-                    else:
-                        self._await(read.first)  # meanwhile, _refill may plan or divide it
-                        if read.first is not None:
-                            page, total, _ = read.first.result()  # raises if it failed
-                            read.first = None
-                            self._plan_read(read, page, total)
-                    if self._plan[0] is not read:
-                        continue  # divided: the plan now starts with its pieces
+                    # Not planned yet. _refill (here, or while waiting below) may plan
+                    # it, or divide it into pieces: look at the head again after.
+                    self._refill()
+                    if self._plan[0] is read and read.offsets is None:
+                        if read.first is None:
+                            self._hold_first(read, *self._fetch_here(read.window, 0))
+                        else:
+                            self._await(read.first)
+                            if read.first is not None:  # failed, or not taken by _refill
+                                page, total, _ = read.first.result()  # raises if it failed
+                                read.first = None
+                                self._plan_read(read, page, total)
+                    continue
                 self.limit = self.concurrency  # a 429 lowers it for one window only
                 yield read
                 self._plan.popleft()

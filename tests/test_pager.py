@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import pytest
 
@@ -69,8 +70,14 @@ class FakeApi:
                 self.running -= 1
 
 
-def read_all(pager: WindowPager, windows: list[Window], held: list[int] | None = None):
-    """(window, ids) per read, as a consumer that uses every page would see them."""
+def read_all(
+    pager: WindowPager,
+    windows: list[Window],
+    held: list[int] | None = None,
+    commit_seconds: float = 0.0,
+):
+    """(window, ids) per read, as a consumer that uses every page would see them;
+    ``commit_seconds`` stands for the consumer's work after each window (its STATE)."""
     out = []
     for read in pager.reads(windows):
         ids = []
@@ -79,6 +86,8 @@ def read_all(pager: WindowPager, windows: list[Window], held: list[int] | None =
                 held.append(pager._held)
             ids += [row["id"] for row in page]
         out.append((read.window, ids))
+        time.sleep(commit_seconds)
+    assert (pager._held, pager._firsts) == (0, 0)  # every page requested was handed out
     return out
 
 
@@ -207,3 +216,38 @@ def test_only_waiting_for_the_server_counts_as_latency():
     read_all(pager, hours(10))
     assert not pager.latency_bound
     assert api.peak_running == 1
+
+
+def test_a_crowded_window_read_ahead_is_divided_while_earlier_windows_are_read():
+    """Once concurrent, a crowded window's first page arrives while the consumer is
+    still on earlier windows; it is divided there, and read as its pieces."""
+    rows = [0] * 6 + [30] * 24  # six empty hours, then a day of 720 rows
+    api = FakeApi(rows, latency=0.02)
+    divided: list = []
+    pager = pager_for(api, 8, max_rows=100, divided=divided)
+    day = Window(T0 + timedelta(hours=6), T0 + timedelta(hours=30))
+    windows = [*hours(6), day, Window(day.end, day.end + timedelta(hours=1))]
+    # While the consumer commits window 5, the day's first page (requested ahead)
+    # arrives: the pager meets it first when it moves on to the day.
+    result = read_all(pager, windows, commit_seconds=0.03)
+    assert pager.latency_bound
+    assert [total for _, total, _ in divided] == [720]
+    assert [i for _, ids in result for i in ids] == api.ids(Window(T0, day.end))
+    assert day not in [w for w, _ in result]
+    assert pager._held == 0 and pager._firsts == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_any_mix_of_windows_latency_and_division_reads_every_row_once_in_order(seed):
+    rng = random.Random(seed)
+    rows = [rng.choice([0, 0, 0, 1, 9, 10, 11, 40, 120]) for _ in range(48)]
+    api = FakeApi(rows, latency=rng.choice([0.0, 0.002, 0.008]), jitter=0.006)
+    cuts = sorted(rng.sample(range(1, 48), rng.randint(3, 12)))
+    bounds = [0, *cuts, 48]
+    windows = [
+        Window(T0 + timedelta(hours=a), T0 + timedelta(hours=b)) for a, b in pairwise(bounds)
+    ]
+    pager = pager_for(api, rng.choice([1, 2, 3, 8]), max_rows=rng.choice([60, 150, 10_000]))
+    result = read_all(pager, windows, commit_seconds=rng.choice([0.0, 0.004]))
+    assert [i for _, ids in result for i in ids] == api.ids(Window(T0, T0 + timedelta(hours=48)))
+    assert all(a.end == b.start for (a, _), (b, _) in pairwise(result))
