@@ -202,6 +202,21 @@ SCENARIOS = [
 ]
 
 
+def build() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"git {commit}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=5)
@@ -217,7 +232,12 @@ def main() -> None:
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         f"- python {platform.python_version()}, singer-sdk {version('singer-sdk')}, "
         f"tap-cdr {version('tap-cdr')}",
-        "- whole processes, stdout to /dev/null, sandbox on 127.0.0.1, alternating rounds",
+        f"- build: {build()}",
+        "- whole processes, stdout to /dev/null, the sandbox API on 127.0.0.1 on the same",
+        "  cores; a warm-up, then alternating rounds (A B C, A B C, ...)",
+        "- `tap-cdr` = default settings (`max_concurrency` 4); `c=N` sets `max_concurrency`",
+        '- "median ratio": the median of the round-by-round ratios of the first',
+        "  contender's time to this one's (above 1: this one is faster)",
         "",
     ]
     for scenario in SCENARIOS:

@@ -109,9 +109,10 @@ class TapCDR(Tap):
                     "max_concurrency",
                     th.IntegerType,
                     default=settings.DEFAULT_MAX_CONCURRENCY,
-                    description="Pages of a window fetched in parallel once the first "
-                    "page gives the total (1: sequential). Lowered for the rest of a "
-                    "window after a 429.",
+                    description="Most page requests in flight at once, used once the API "
+                    "proves slower than the records are written: the current window's "
+                    "pages, then the next windows' (1: sequential). Halved for the rest "
+                    "of a window after a 429.",
                 ),
                 th.Property(
                     "filters",
