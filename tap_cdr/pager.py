@@ -203,14 +203,13 @@ class WindowPager:
         if self._pool is None:
             return
         self._running = {future for future in self._running if not future.done()}
-        lookahead = max(1, self.limit // 2)
         firsts_only = False  # an earlier window is not planned yet: only prefetch firsts
         at = 0
         while at < len(self._plan):
             read = self._plan[at]
             if read.offsets is None:
                 if read.first is None:
-                    if not self._room() or self._firsts >= lookahead:
+                    if not self._room() or self._firsts >= self._lookahead:
                         return
                     read.first = self._submit(read.window, 0)
                     self._firsts += 1
@@ -232,9 +231,13 @@ class WindowPager:
                     return
             at += 1
 
+    @property
+    def _lookahead(self) -> int:
+        """First pages that may be held ahead of use (and the slack for held pages)."""
+        return max(1, self.limit // 2)
+
     def _room(self) -> bool:
-        lookahead = max(1, self.limit // 2)
-        return len(self._running) < self.limit and self._held < self.limit + lookahead
+        return len(self._running) < self.limit and self._held < self.limit + self._lookahead
 
     def _submit(self, window: Window, offset: int) -> Future:
         future = self._pool.submit(self.fetch, window, offset)

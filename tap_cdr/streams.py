@@ -116,7 +116,6 @@ class CdrV3Stream(BookmarkedStream):
     schema = StreamSchema(SCHEMAS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._pool_sized = False
         super().__init__(*args, **kwargs)
         self._last_page = threading.local()
         self._pager: WindowPager | None = None
@@ -149,17 +148,15 @@ class CdrV3Stream(BookmarkedStream):
         # can be fetched concurrently.
         return None
 
-    @property
+    @cached_property
     def requests_session(self) -> requests.Session:
-        if self._requests_session is None or not self._pool_sized:
-            # One shared session; its pool must hold a connection per worker.
-            session = requests.Session()
-            size = max(10, self.v3.max_concurrency)
-            session.mount("https://", HTTPAdapter(pool_connections=2, pool_maxsize=size))
-            session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=size))
-            self._requests_session = session
-            self._pool_sized = True
-        return self._requests_session
+        # The SDK's session, shared by the fetching threads: its pool must hold a
+        # connection per worker (requests keeps 10 by default).
+        session = super().requests_session
+        adapter = HTTPAdapter(pool_maxsize=max(10, self.v3.max_concurrency))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
 
     def get_url_params(self, context: Context | None, next_page_token: Any) -> dict:
         # Both are always sent: without them the API returns no data at all.
