@@ -14,6 +14,7 @@ demo: $(VENV)/.installed $(MELTANO_VENV)/.installed
 test: $(VENV)/.installed $(TOOLS_VENV)/.installed $(MELTANO_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	SINGER_CHECK_TAP=$(TOOLS_VENV)/bin/singer-check-tap $(VENV)/bin/pytest
 
 # Speed and memory figures (never part of `make test`): writes benchmarks/RESULTS.md.
@@ -24,6 +25,7 @@ bench: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
@@ -35,7 +37,7 @@ sandbox: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e . --group test --group typing
 	touch $@
 
 $(MELTANO_VENV)/.installed:

@@ -16,7 +16,7 @@ def main() -> None:
     url, token, page_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
     use_orjson = "--orjson" in sys.argv
     if use_orjson:
-        import orjson
+        import orjson  # noqa: PLC0415 (optional, only for this contender)
 
         loads = orjson.loads
 

@@ -81,6 +81,7 @@ def start_sandbox(records: int, latency_ms: float) -> tuple[subprocess.Popen, st
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    assert proc.stdout is not None
     url = proc.stdout.readline().strip()
     return proc, url
 
@@ -152,8 +153,10 @@ def summarise(scenario: Scenario, contenders: list[Contender]) -> list[str]:
     lines = [
         f"### {scenario.name}",
         "",
-        f"{scenario.records:,} records, page size {scenario.page_size:,}, "
-        f"latency {scenario.latency_ms:g} ms, {len(base.seconds)} rounds",
+        (
+            f"{scenario.records:,} records, page size {scenario.page_size:,}, "
+            f"latency {scenario.latency_ms:g} ms, {len(base.seconds)} rounds"
+        ),
         "",
         f"| contender | median s | min-max s | peak RSS MB | median ratio {base.name} / this |",
         "|---|---:|---:|---:|---:|",
@@ -230,8 +233,10 @@ def main() -> None:
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        f"- python {platform.python_version()}, singer-sdk {version('singer-sdk')}, "
-        f"tap-cdr {version('tap-cdr')}",
+        (
+            f"- python {platform.python_version()}, singer-sdk {version('singer-sdk')}, "
+            f"tap-cdr {version('tap-cdr')}"
+        ),
         f"- build: {build()}",
         "- whole processes, stdout to /dev/null, the sandbox API on 127.0.0.1 on the same",
         "  cores; a warm-up, then alternating rounds (A B C, A B C, ...)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import duckdb
 
@@ -40,8 +41,7 @@ if "cdr_by_uuid" in tables:
     print(f"  rows in tap_cdr.cdr_by_uuid : {lookups}")
 if args.state:
     try:
-        with open(args.state) as handle:
-            state = json.load(handle)
+        state = json.loads(Path(args.state).read_text())
         pending = state["singer_state"]["bookmarks"]["cdr_by_uuid"].get("pending", {})
         print(f"  cdr_by_uuid pending in state: {len(pending)} {sorted(pending)}")
     except (OSError, ValueError, KeyError):

@@ -21,7 +21,7 @@ def generated_table() -> str:
         text=True,
         check=True,
     ).stdout
-    match = re.search(r"^\| Setting .*?(?=\n\n|\Z)", about, re.S | re.M)
+    match = re.search(r"^\| Setting .*?(?=\n\n|\Z)", about, re.DOTALL | re.MULTILINE)
     if not match:
         raise SystemExit("no settings table in --about output")
     return match.group(0).strip()

@@ -12,7 +12,7 @@ base_url = sys.argv[1]
 zone = ZoneInfo("Asia/Ho_Chi_Minh")
 end = datetime.now(timezone.utc) - timedelta(minutes=5)
 start = end - timedelta(days=30)
-params = {
+params: dict[str, str | int] = {
     "limit": 1,
     "offset": 0,
     "start_date_ended": start.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),

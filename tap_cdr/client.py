@@ -1,31 +1,41 @@
-"""The shared REST base: authentication, timeouts, response validation, and error
-messages that say what was requested and never contain a secret.
+"""The shared REST base: timeouts, the retry policy, response validation, one request
+per page, and error messages that say what was requested and never hold a secret.
 
-Only this module knows HTTP details.
+Only this module and auth.py know HTTP details.
 """
 
 from __future__ import annotations
 
 import decimal
-import email.utils
 import random
+import sys
 import threading
-import time
-from collections.abc import Generator
+from dataclasses import dataclass
 from functools import cached_property
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import requests
-from singer_sdk.authenticators import APIAuthenticatorBase
+from requests.adapters import HTTPAdapter
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.streams import RESTStream
+from urllib3.exceptions import InvalidHeader
+from urllib3.util import Retry
 
 from tap_cdr import settings
+from tap_cdr.auth import error_text
 
-REQUEST_TIMEOUT_SECONDS = settings.DEFAULT_REQUEST_TIMEOUT_SECONDS
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterable
+
+    import requests
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 _BODY_ATTR = "_tap_cdr_body"
 
 
@@ -42,20 +52,6 @@ def describe_request(request: requests.PreparedRequest | None) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return f"{request.method} {urlunsplit(parts._replace(netloc=netloc))}"
-
-
-def error_text(response: requests.Response, limit: int = 300) -> str:
-    """The error message in a response body, or the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        for key in ("message", "error", "errors", "detail", "msg"):
-            if body.get(key):
-                return str(body[key])[:limit]
-    text = response.text.strip().replace("\n", " ")
-    return text[:limit] if text else "(empty body)"
 
 
 # msgspec parses pages several times faster than json; Decimals keep non-integer
@@ -78,89 +74,13 @@ def json_body(response: requests.Response) -> Any:
     return cached
 
 
-class V3TokenAuthenticator(APIAuthenticatorBase):
-    """``Authorization: Bearer <token>``, from a configured token or from an api_key.
-
-    With an api_key, the token is fetched from ``POST {base_url}/v3/auth/token`` on
-    first use, and fetched again once when the API answers 401 (the token expired or
-    was revoked). A second 401 in a row, with a token fetched just then, is fatal.
-    """
-
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        token: str | None = None,
-        api_key: str | None = None,
-        timeout: float = REQUEST_TIMEOUT_SECONDS,
-    ) -> None:
-        super().__init__()
-        self.base_url = base_url
-        self._token = token
-        self._api_key = api_key
-        self._timeout = timeout
-        self._refreshed = False
-        self._retired: str | None = None
-        # Pages are fetched from several threads: one of them fetches a token.
-        self._lock = threading.Lock()
-
-    def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        with self._lock:
-            if self._token is None:
-                self._token = self._fetch_token()
-            request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def mark_proven(self) -> None:
-        """The current token worked: a later 401 may refresh it again."""
-        self._refreshed = False
-
-    def refresh_after_401(self, failed: requests.PreparedRequest | None) -> bool:
-        """Drop the token so the next request fetches a new one; False if pointless.
-
-        A 401 to a token that another thread has already replaced just retries.
-        """
-        with self._lock:
-            if self._api_key is None:
-                return False
-            sent = failed.headers.get("Authorization") if failed is not None else None
-            current = f"Bearer {self._token}" if self._token else None
-            if sent != current and (current is not None or sent == self._retired):
-                return True  # that token is already being replaced
-            if self._refreshed:
-                return False
-            self._retired, self._token, self._refreshed = current, None, True
-            return True
-
-    def _fetch_token(self) -> str:
-        url = f"{self.base_url}/v3/auth/token"
-        try:
-            response = requests.post(url, json={"api_key": self._api_key}, timeout=self._timeout)
-        except requests.RequestException as exc:
-            raise RetriableAPIError(f"POST {url}: {type(exc).__name__}") from None
-        if response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR or response.status_code == 429:
-            raise RetriableAPIError(
-                f"POST {url} -> {response.status_code}: {error_text(response)}",
-                response,
-            )
-        if response.status_code != HTTPStatus.OK:
-            raise CdrApiError(
-                f"POST {url} -> {response.status_code}: {error_text(response)}. "
-                "The api_key (cdr_v3.api_key) was refused: check it with the operator."
-            )
-        try:
-            token = response.json().get("token")
-        except (ValueError, AttributeError):
-            token = None
-        if not token or not isinstance(token, str):
-            raise CdrApiError(
-                f"POST {url} -> 200 but the body has no `token`: {error_text(response)}"
-            )
-        return token
-
-
 class ServerWait(float):
     """A wait the server asked for (Retry-After): honoured as is, never jittered."""
+
+    __slots__ = ()
+
+
+_RETRY_AFTER = Retry()
 
 
 def retry_after_seconds(response: requests.Response | None) -> float | None:
@@ -171,60 +91,102 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return _RETRY_AFTER.parse_retry_after(value)
+    except InvalidHeader:
         return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
-class RequestCounts:
-    """Requests and retries so far, for progress lines (pages arrive from threads)."""
+@dataclass(frozen=True)
+class Page:
+    """One response's rows, the total the API reported (None: it reports none), and
+    the seconds spent waiting for the response's headers (the server's and the
+    network's time, not the body's transfer and parsing)."""
 
-    def __init__(self) -> None:
-        self.requests = 0
-        self.retries = 0
-        self._lock = threading.Lock()
-
-    def add(self, requests: int = 0, retries: int = 0) -> None:
-        with self._lock:
-            self.requests += requests
-            self.retries += retries
+    rows: list[dict[str, Any]]
+    total: int | None
+    waited: float
 
 
-class CdrApiStream(RESTStream):
-    """Base for the CDR streams: one config section per API, shared HTTP policy."""
+class CdrApiStream(RESTStream[Any]):
+    """Base for the CDR streams: one config section per API, shared HTTP policy.
+
+    Every request is one page (`get_new_paginator` returns None): the streams plan
+    their pages themselves (pager.py), so that pages can be fetched concurrently,
+    and each goes through the SDK's `request_records` for auth, retries and metrics.
+    """
 
     #: The config object that configures this stream (e.g. ``cdr_v3``).
     settings_key: str = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._page_meta = threading.local()
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight at once, for the size of the connection pool."""
+        return 1
 
     @cached_property
     def http(self) -> settings.HttpSettings:
         return settings.http_settings(self.config)
 
+    @override
     @property
-    def timeout(self) -> float:  # type: ignore[override]
-        return self.http.timeout
+    def timeout(self) -> int:
+        # The SDK annotates int; requests takes any number of seconds.
+        return self.http.timeout  # type: ignore[return-value]
+
+    @override
+    def get_new_paginator(self) -> None:
+        return None
+
+    @override
+    @cached_property
+    def requests_session(self) -> requests.Session:
+        # The SDK's session, shared by the fetching threads: its pool must hold a
+        # connection per worker (requests keeps 10 by default).
+        session = super().requests_session
+        adapter = HTTPAdapter(pool_maxsize=max(10, self.max_concurrency))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def fetch_page(self, context: dict[str, Any]) -> Page:
+        """One request through the SDK's request path (auth, retries, metrics)."""
+        rows = list(self.request_records(context))
+        meta = self._page_meta
+        return Page(rows, meta.total, meta.waited)
+
+    @override
+    def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
+        rows, total = self.parse_page(response)
+        self._page_meta.total = total
+        self._page_meta.waited = response.elapsed.total_seconds()
+        return rows
+
+    def parse_page(self, response: requests.Response) -> tuple[list[dict[str, Any]], int | None]:
+        """The rows of a validated response, and the total it reports (or None)."""
+        raise NotImplementedError
 
     # -- retries: the SDK's backoff decorator, with our wait policy ------------------
 
+    @override
     def backoff_max_tries(self) -> int:
         return self.http.max_tries
 
-    def backoff_wait_generator(self) -> Generator[float, Any, None]:  # type: ignore[override]
+    @override
+    def backoff_wait_generator(self) -> Generator[float, Any, None]:
         """Exponential waits (1, 2, 4 ... s), or the server's Retry-After when given;
         every wait capped by ``max_retry_wait_seconds``."""
         cap = self.http.max_retry_wait
         attempt = 0
         exception = yield 0.0  # primed by backoff
         while True:
-            response = getattr(exception, "response", None)
-            server_wait = retry_after_seconds(response)
+            server_wait = retry_after_seconds(getattr(exception, "response", None))
+            wait: float
             if getattr(exception, "retry_now", False):
-                wait: float = ServerWait(0.0)
+                wait = ServerWait(0.0)
             elif server_wait is not None:
                 wait = ServerWait(min(server_wait, cap))
             else:
@@ -232,18 +194,15 @@ class CdrApiStream(RESTStream):
             attempt += 1
             exception = yield wait
 
+    @override
     def backoff_jitter(self, value: float) -> float:
         if isinstance(value, ServerWait):
             return float(value)
         # Full jitter spreads the retries of many taps hitting one API.
-        return random.uniform(value / 2, value)
+        return random.uniform(value / 2, value)  # noqa: S311 (jitter, not a secret)
 
-    @cached_property
-    def progress(self) -> RequestCounts:
-        return RequestCounts()
-
+    @override
     def backoff_handler(self, details: Any) -> None:
-        self.progress.add(retries=1)
         exception = details.get("exception")
         self.logger.warning(
             "%s: attempt %d failed (%s); retrying in %.1f s",
@@ -255,15 +214,14 @@ class CdrApiStream(RESTStream):
             details.get("wait") or 0.0,
         )
 
+    # -- responses -------------------------------------------------------------------
+
+    @override
     def validate_response(self, response: requests.Response) -> None:
-        self.progress.add(requests=1)
-        status = response.status_code
-        if status == HTTPStatus.UNAUTHORIZED:
+        if response.status_code == HTTPStatus.UNAUTHORIZED:
             self.handle_unauthorized(response)
-        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            raise RetriableAPIError(self.response_error_message(response), response)
-        if status >= HTTPStatus.BAD_REQUEST:
-            raise CdrApiError(self.response_error_message(response))
+        # 429 and 5xx are retried, any other 4xx is fatal (the SDK's rule).
+        super().validate_response(response)
         try:
             body = json_body(response)
         except ValueError:
@@ -287,8 +245,10 @@ class CdrApiStream(RESTStream):
     @staticmethod
     def envelope_problem(body: Any) -> str | None:
         """What is wrong with a decoded 200 body, or None if it is as documented."""
+        del body
         return None
 
+    @override
     def response_error_message(self, response: requests.Response, problem: str = "") -> str:
         reason = problem or error_text(response)
         return (

@@ -1,16 +1,47 @@
-"""TapCDR: the settings schema and the streams; nothing else."""
+"""TapCDR: the settings (each declared once, with its default and range) and the streams."""
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
-from singer_sdk import Tap
+from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_cdr import settings
 from tap_cdr.streams import CdrByUuidStream, CdrV3Stream
 from tap_cdr.writer import BufferedMsgSpecWriter
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+# The SDK words a schema error as "<message> in config['a']['b']"; ours name the
+# setting first, as `a.b`. tests/test_settings.py pins the SDK's wording.
+_SDK_ERROR = re.compile(r"^(?P<message>.*) in config(?P<path>(?:\[[^]]*\])+)$", re.DOTALL)
+_PATH_PART = re.compile(r"\[['\"]?([^]'\"]*)['\"]?\]")
+
+
+def setting_error(sdk_error: str) -> str:
+    """An SDK schema error as ``\\`a.b\\`: message`` (unchanged if not in its form)."""
+    match = _SDK_ERROR.match(sdk_error)
+    if not match:
+        return sdk_error
+    name = ".".join(_PATH_PART.findall(match["path"]))
+    return f"`{name}`: {match['message']}"
+
+
+def _minutes(name: str, default: int, description: str, minimum: int = 0) -> th.Property[Any]:
+    return th.Property(
+        name,
+        th.IntegerType(minimum=minimum),
+        default=default,
+        nullable=False,
+        description=description,
+    )
 
 
 class TapCDR(Tap):
@@ -32,36 +63,39 @@ class TapCDR(Tap):
             description="Latest call end time to extract (exclusive). Default: the run's "
             "start time minus a 5-minute settle delay.",
         ),
-        th.Property(
+        _minutes(
             "lookback_minutes",
-            th.IntegerType,
-            default=settings.DEFAULT_LOOKBACK_MINUTES,
-            description="Each incremental run re-reads this many minutes before the "
-            "bookmark, because CDRs are registered some minutes after a call ends.",
+            120,
+            "Each incremental run re-reads this many minutes before the bookmark, because "
+            "CDRs are registered some minutes after a call ends.",
         ),
         th.Property(
             "allow_insecure_http",
             th.BooleanType,
             default=False,
+            nullable=False,
             description="Allow a plain http:// base_url to a non-loopback host.",
         ),
         th.Property(
             "request_timeout_seconds",
-            th.NumberType,
-            default=settings.DEFAULT_REQUEST_TIMEOUT_SECONDS,
+            th.DecimalType(exclusive_minimum=0),
+            default=60,
+            nullable=False,
             description="Seconds to wait for an API response before retrying the request.",
         ),
         th.Property(
             "max_request_tries",
-            th.IntegerType,
-            default=settings.DEFAULT_MAX_REQUEST_TRIES,
+            th.IntegerType(minimum=1),
+            default=6,
+            nullable=False,
             description="Attempts per request (timeouts, 429, 5xx, malformed bodies) before "
             "the sync fails.",
         ),
         th.Property(
             "max_retry_wait_seconds",
-            th.NumberType,
-            default=settings.DEFAULT_MAX_RETRY_WAIT_SECONDS,
+            th.DecimalType(minimum=0),
+            default=300,
+            nullable=False,
             description="Longest wait between attempts, including a server's Retry-After.",
         ),
         th.Property(
@@ -89,26 +123,30 @@ class TapCDR(Tap):
                 th.Property(
                     "timezone",
                     th.StringType,
-                    default=settings.DEFAULT_TIMEZONE,
+                    default="Asia/Ho_Chi_Minh",
+                    nullable=False,
                     description="IANA zone of the API's naive timestamps.",
                 ),
                 th.Property(
                     "page_size",
-                    th.IntegerType,
-                    default=settings.DEFAULT_PAGE_SIZE,
+                    th.IntegerType(minimum=1),
+                    default=500,
+                    nullable=False,
                     description="Rows per request (the `limit` parameter).",
                 ),
                 th.Property(
                     "window_hours",
-                    th.IntegerType,
-                    default=settings.DEFAULT_WINDOW_HOURS,
+                    th.IntegerType(minimum=1),
+                    default=24,
+                    nullable=False,
                     description="Size of the date windows a sync is read in; state "
                     "is saved after each.",
                 ),
                 th.Property(
                     "max_concurrency",
-                    th.IntegerType,
-                    default=settings.DEFAULT_MAX_CONCURRENCY,
+                    th.IntegerType(minimum=1),
+                    default=4,
+                    nullable=False,
                     description="Most page requests in flight at once, used once the API "
                     "proves slower than the records are written: the current window's "
                     "pages, then the next windows' (1: sequential). Halved for the rest "
@@ -137,13 +175,13 @@ class TapCDR(Tap):
             th.ObjectType(
                 th.Property(
                     "customer",
-                    th.StringType,
+                    th.StringType(pattern=r"^[A-Za-z0-9_-]+$"),
                     required=True,
                     description="Your call centre's id (its subdomain); the Basic auth user.",
                 ),
                 th.Property(
                     "api_token",
-                    th.StringType,
+                    th.StringType(min_length=1),
                     required=True,
                     secret=True,
                     description="Secret. The API token; the Basic auth password.",
@@ -155,50 +193,102 @@ class TapCDR(Tap):
                     "(override for the sandbox or a proxy).",
                 ),
                 th.Property(
+                    "timezone",
+                    th.StringType,
+                    default="Europe/Budapest",
+                    nullable=False,
+                    description="IANA zone of the call centre: the local fields' zone, and "
+                    "the day a call may be filed under in the CDR log.",
+                ),
+                th.Property(
+                    "list_cdrs",
+                    th.BooleanType,
+                    default=True,
+                    nullable=False,
+                    description="Sweep the CDR log (GET /v2/cdrs/{year}/{month}/{day}) for "
+                    "every call that ended in the sync range. Set false for a token that "
+                    "may not list: then only the uuids given are loaded.",
+                ),
+                th.Property(
+                    "page_size",
+                    th.IntegerType(minimum=1),
+                    default=500,
+                    nullable=False,
+                    description="Rows per CDR log request (the `num` parameter).",
+                ),
+                th.Property(
+                    "project_ids",
+                    th.ArrayType(th.IntegerType),
+                    description="List the CDR log per project (`projectid`), for tokens "
+                    "limited to some projects. Default: one listing of all projects.",
+                ),
+                th.Property(
+                    "max_call_hours",
+                    th.IntegerType(minimum=1),
+                    default=24,
+                    nullable=False,
+                    description="Longest call to expect: the sweep also lists the days this "
+                    "many hours before the range, so a call that started then and ended "
+                    "inside the range is found.",
+                ),
+                th.Property(
+                    "max_concurrency",
+                    th.IntegerType(minimum=1),
+                    default=4,
+                    nullable=False,
+                    description="Most requests in flight at once (lookups, and CDR log "
+                    "pages once the API proves the slow part). Halved after a 429.",
+                ),
+                th.Property(
                     "uuids",
                     th.ArrayType(th.StringType),
-                    description="Calls to fetch: each a uuid or YYYY/MM/uuid.",
+                    description="Calls to fetch: each a uuid or YYYY/MM/uuid. An item "
+                    "fetched in an earlier run is not requested again.",
                 ),
                 th.Property(
                     "uuids_file",
                     th.StringType,
                     description="A file of calls to fetch, one uuid or YYYY/MM/uuid per "
-                    "line; blank lines and # comments are ignored.",
+                    "line (blank lines and # comments ignored), meant to be appended to: "
+                    "each run reads only the lines added since the last.",
                 ),
-                th.Property(
+                _minutes(
                     "retry_interval_minutes",
-                    th.IntegerType,
-                    default=settings.DEFAULT_RETRY_INTERVAL_MINUTES,
-                    description="Minutes between attempts at a uuid that is not available yet.",
+                    5,
+                    "Minutes between attempts at a uuid that is not available yet.",
                 ),
                 th.Property(
                     "max_attempts",
-                    th.IntegerType,
-                    default=settings.DEFAULT_MAX_ATTEMPTS,
+                    th.IntegerType(minimum=1),
+                    default=20,
+                    nullable=False,
                     description="Attempts before a uuid is given up (logged as an ERROR).",
                 ),
-                th.Property(
+                _minutes(
                     "wait_for_pending_minutes",
-                    th.IntegerType,
-                    default=0,
-                    description="Keep retrying pending uuids in-process for up to this "
-                    "many minutes (for pipelines that run rarely).",
+                    0,
+                    "Keep retrying pending uuids in-process for up to this many minutes "
+                    "(for pipelines that run rarely).",
                 ),
             ),
-            description="The VCC Live CDR-by-uuid API. Its presence enables the "
-            "cdr_by_uuid stream.",
+            description="The VCC Live API. Its presence enables the cdr_by_uuid stream.",
         ),
     ).to_dict()
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        schema_errors: list[str] = []
+        try:
+            super().__init__(**kwargs)
+        except ConfigValidationError as exc:
+            schema_errors = [setting_error(error) for error in exc.errors]
         if kwargs.get("validate_config", True):
-            errors = settings.validate(self.config)
+            errors = schema_errors + settings.validate(self.config)
             if errors:
                 raise ConfigValidationError("Config validation failed", errors=errors)
 
-    def discover_streams(self) -> list:
-        streams = []
+    @override
+    def discover_streams(self) -> list[Stream]:
+        streams: list[Stream] = []
         if "cdr_v3" in self.config:
             streams.append(CdrV3Stream(self))
         if "cdr_by_uuid" in self.config:

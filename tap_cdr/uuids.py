@@ -1,5 +1,5 @@
-"""The cdr_by_uuid work list: parse the `uuids` setting and `uuids_file`, and merge
-them with the pending queue kept in state. Pure functions, no I/O but reading the file.
+"""uuid work items: parse the `uuids` setting and the lines of a uuids file, and
+the months to try for an item. Pure functions, no I/O.
 
 An item is a bare uuid, or ``YYYY/MM/uuid`` mirroring the API's resource path.
 """
@@ -7,9 +7,11 @@ An item is a bare uuid, or ``YYYY/MM/uuid`` mirroring the API's resource path.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _ITEM = re.compile(rf"^(?:(?P<year>\d{{4}})/(?P<month>\d{{1,2}})/)?(?P<uuid>{_UUID})$")
@@ -59,19 +61,9 @@ def parse_lines(lines: Iterable[str], source: str) -> list[WorkItem]:
     return items
 
 
-def load(uuids: Iterable[str] | None, uuids_file: str | None) -> list[WorkItem]:
-    """The configured items in order, each uuid once (a dated form wins over a bare one)."""
-    items = [parse_item(text, f"uuids[{i}]") for i, text in enumerate(uuids or [])]
-    if uuids_file:
-        path = Path(uuids_file).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UuidListError(
-                f"uuids_file {str(path)!r} cannot be read: {exc.strerror}"
-            ) from None
-        items += parse_lines(text.splitlines(), f"uuids_file {path.name}")
-    return dedupe(items)
+def parse_setting(items: Iterable[str]) -> list[WorkItem]:
+    """The `uuids` setting's items in order, each uuid once (a dated form wins)."""
+    return dedupe(parse_item(text, f"uuids[{i}]") for i, text in enumerate(items))
 
 
 def dedupe(items: Iterable[WorkItem]) -> list[WorkItem]:

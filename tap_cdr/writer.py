@@ -13,27 +13,42 @@ mid-window loses only records whose STATE was never sent either.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecWriter, enc_hook
 from singer_sdk.singerlib import RecordMessage
-from singer_sdk.singerlib.encoding.simple import Message
+
+if TYPE_CHECKING:
+    from singer_sdk.singerlib.encoding.simple import Message
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 _encoder = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
 CHUNK_BYTES = 1 << 20
 
 
 class BufferedMsgSpecWriter(MsgSpecWriter):
+    @override
     def __init__(self) -> None:
         super().__init__()
         self._pending = bytearray()
 
+    @override
     def write_message(self, message: Message) -> None:
         _encoder.encode_into(message.to_dict(), self._pending, -1)  # -1: append
         self._pending.extend(b"\n")
         is_record = isinstance(message, RecordMessage)
         if not is_record or len(self._pending) >= CHUNK_BYTES:
             self._write_pending(flush=not is_record)
+
+    def flush(self) -> None:
+        """Write what is buffered (the streams call it at each commit point)."""
+        if self._pending:
+            self._write_pending(flush=True)
 
     def _write_pending(self, *, flush: bool) -> None:
         out = getattr(sys.stdout, "buffer", None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings
@@ -14,6 +14,9 @@ from hypothesis import settings
 from tap_cdr.sandbox import SandboxConfig, SandboxServer, V3Dataset, start
 from tap_cdr.tap import TapCDR
 from tests.reliability.checker import Report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 # Shared CI machines are noisy: a slow example is not a failure.
 settings.register_profile("tap-cdr", deadline=None)
@@ -47,9 +50,9 @@ def run_tap(config: dict, state: dict | None = None) -> SyncResult:
     return SyncResult([json.loads(line) for line in out.getvalue().splitlines() if line])
 
 
-def v3_config(server: SandboxServer, **overrides: object) -> dict:
+def v3_config(server: SandboxServer, **overrides: Any) -> dict:
     section = {"base_url": server.url, "token": server.config.token, "page_size": 50}
-    section.update(overrides.pop("cdr_v3", {}))  # type: ignore[arg-type]
+    section.update(overrides.pop("cdr_v3", {}))
     config = {
         "start_date": "2024-03-01T00:00:00Z",
         "end_date": "2024-03-10T13:00:00Z",
@@ -71,7 +74,7 @@ def expected_ids(data: V3Dataset, start: datetime, end: datetime) -> list[str]:
 
 
 @pytest.fixture
-def start_sandbox() -> Iterator[callable]:
+def start_sandbox() -> Iterator[Callable[..., SandboxServer]]:
     """Start sandboxes from a SandboxConfig on free ports; all stop after the test."""
     servers: list[SandboxServer] = []
 
@@ -87,10 +90,10 @@ def start_sandbox() -> Iterator[callable]:
 
 
 @pytest.fixture
-def sandbox(start_sandbox) -> callable:
+def sandbox(start_sandbox) -> Callable[..., SandboxServer]:
     """A v3 sandbox of ``records`` calls, ``step_seconds`` apart, ending at ANCHOR."""
 
-    def make(records: int = 200, step_seconds: int = 900, **kwargs: object) -> SandboxServer:
+    def make(records: int = 200, step_seconds: int = 900, **kwargs: Any) -> SandboxServer:
         dataset_args = {k: kwargs.pop(k) for k in ("seed", "zone", "extra_fields") if k in kwargs}
         dataset = V3Dataset(
             records=records, anchor=ANCHOR, step_seconds=step_seconds, **dataset_args

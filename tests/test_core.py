@@ -29,7 +29,9 @@ CONFIG = {
         "customer": "sandbox",
         "api_token": "sandbox-vcc-token",
         "base_url": SANDBOX.url,
-        "uuids": ["{:04d}/{:02d}/{}".format(*VCC.filed_under(i), VCC.uuids[i]) for i in range(12)],
+        "uuids": [
+            f"{y:04d}/{m:02d}/{VCC.uuids[i]}" for i in range(12) for y, m in [VCC.filed_under(i)]
+        ],
     },
 }
 

@@ -17,8 +17,9 @@ def readme_recipe() -> dict:
     """The stream_maps JSON block under the README's PII heading, as users copy it."""
     text = README.read_text()
     section = text[text.index("## PII") :]
-    block = re.search(r"```json\n(.*?)```", section, re.S).group(1)
-    return json.loads(block)
+    block = re.search(r"```json\n(.*?)```", section, re.DOTALL)
+    assert block, "the README's PII section has no json block"
+    return json.loads(block.group(1))
 
 
 def test_stream_maps_recipe_leaves_no_raw_number():

@@ -88,3 +88,44 @@ def test_cli_prints_the_errors_and_exits_1(tmp_path):
     assert proc.returncode == 1
     assert "cdr_v3.base_url" in proc.stderr
     assert "k-SECRET-1" not in proc.stderr + proc.stdout
+
+
+VCC = {"customer": "mycentre", "api_token": "s3cret-vcc"}
+
+
+def test_missing_uuids_file_is_a_clear_error(tmp_path):
+    config = {"cdr_by_uuid": {**VCC, "uuids_file": str(tmp_path / "nope.txt")}}
+    (error,) = errors_for(config)
+    assert "cdr_by_uuid.uuids_file" in error and "cannot be read" in error
+
+
+def test_schema_errors_name_the_setting_and_come_with_the_cross_field_ones():
+    config = {
+        "end_date": "2024-01-01T00:00:00Z",
+        "start_date": "2024-02-01T00:00:00Z",
+        "cdr_by_uuid": {**VCC, "customer": "my centre", "max_attempts": 0, "page_size": "x"},
+    }
+    errors = errors_for(config)
+    joined = " | ".join(errors)
+    for name in ("`cdr_by_uuid.customer`", "`cdr_by_uuid.max_attempts`", "`cdr_by_uuid.page_size`"):
+        assert name in joined
+    assert any("must be after `start_date`" in e for e in errors)
+    assert "s3cret-vcc" not in joined
+
+
+def test_defaults_are_declared_once_in_the_schema_and_applied():
+    tap = TapCDR(config={"cdr_by_uuid": dict(VCC)}, parse_env_config=False)
+    section = tap.config["cdr_by_uuid"]
+    assert section["page_size"] == 500 and section["list_cdrs"] is True
+    assert section["timezone"] == "Europe/Budapest" and section["max_concurrency"] == 4
+    assert tap.config["lookback_minutes"] == 120
+
+
+def test_the_sdk_still_words_schema_errors_as_this_tap_rewrites_them():
+    # tap.setting_error relies on the SDK's "<message> in config['a']['b']" form.
+    from tap_cdr.tap import setting_error
+
+    with pytest.raises(ConfigValidationError) as info:
+        TapCDR(config={"cdr_v3": {**GOOD["cdr_v3"], "page_size": 0}}, parse_env_config=False)
+    assert info.value.errors == ["`cdr_v3.page_size`: 0 is less than the minimum of 1"]
+    assert setting_error("no path here") == "no path here"

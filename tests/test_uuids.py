@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_cdr.uuids import UuidListError, WorkItem, load, month_candidates, parse_item
+from tap_cdr.uuids import (
+    UuidListError,
+    WorkItem,
+    month_candidates,
+    parse_item,
+    parse_lines,
+    parse_setting,
+)
 
 U = "85955f2e-049f-4a41-9145-f513abf50c7b"
 
@@ -25,22 +32,15 @@ def test_malformed_items_name_where_they_are(bad):
         parse_item(bad, "uuids[2]")
 
 
-def test_file_skips_blanks_and_comments_and_names_the_bad_line(tmp_path):
-    path = tmp_path / "calls.txt"
-    path.write_text(f"# webhook export\n\n{U}  # first call\n2024/03/{U[:-1]}x\n")
+def test_lines_skip_blanks_and_comments_and_name_the_bad_line():
+    lines = ["# webhook export", "", f"{U}  # first call", f"2024/03/{U[:-1]}x"]
     with pytest.raises(UuidListError, match=r"calls\.txt line 4"):
-        load([], str(path))
-    path.write_text(f"# webhook export\n\n{U}  # first call\n")
-    assert load([], str(path)) == [WorkItem(U)]
-
-
-def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(UuidListError, match="cannot be read"):
-        load([], str(tmp_path / "nope.txt"))
+        parse_lines(lines, "calls.txt")
+    assert parse_lines(lines[:3], "calls.txt") == [WorkItem(U)]
 
 
 def test_each_uuid_once_and_the_dated_form_wins():
-    assert load([U, f"2024/03/{U}", U], None) == [WorkItem(U, 2024, 3)]
+    assert parse_setting([U, f"2024/03/{U}", U]) == [WorkItem(U, 2024, 3)]
 
 
 def test_month_candidates():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import operator
 import os
 import shutil
 import subprocess
@@ -234,7 +235,7 @@ def test_batch_files_hold_exactly_the_record_output(tmp_path):
         for url in message["manifest"]:
             with gzip.open(url.removeprefix("file://"), "rt") as handle:
                 from_files += [json.loads(line) for line in handle]
-    key = lambda r: r["id"]  # noqa: E731
+    key = operator.itemgetter("id")
     assert sorted(from_files, key=key) == sorted(json.loads(json.dumps(records)), key=key)
 
 

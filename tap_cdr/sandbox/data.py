@@ -50,6 +50,16 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+def default_anchor() -> datetime:
+    """The newest call ends an hour before the start of the current hour.
+
+    That keeps the whole dataset behind any settle delay, and makes the data the same
+    for every sandbox started within the same hour (so a demo can run twice).
+    """
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return now - timedelta(hours=1)
+
+
 @dataclass
 class V3Dataset:
     """The TEL4VN v3 CDR list: ``records`` calls ending ``step`` seconds apart.
@@ -60,7 +70,7 @@ class V3Dataset:
 
     records: int = 500
     seed: int = 1
-    anchor: datetime = field(default_factory=lambda: default_anchor())
+    anchor: datetime = field(default_factory=default_anchor)
     step_seconds: int = 0
     zone: str = "Asia/Ho_Chi_Minh"
     # Fields added to every record, to stand for API fields the tap does not know yet.
@@ -121,7 +131,7 @@ class V3Dataset:
         call_id = _uuid(rng)
         name = rng.choice(NAMES)
         presskey = rng.random() < 0.2
-        rec = {
+        return {
             "id": call_id,
             "parent_id": call_id,
             "sip_call_id": _uuid(rng),
@@ -167,7 +177,6 @@ class V3Dataset:
             "autocall_recording_url": "",
             **self.extra_fields,
         }
-        return rec
 
     def record_bytes(self, i: int) -> bytes:
         cached = self._cache.get(i)
@@ -176,16 +185,6 @@ class V3Dataset:
             if len(self._cache) < 3_000_000:
                 self._cache[i] = cached
         return cached
-
-
-def default_anchor() -> datetime:
-    """The newest call ends an hour before the start of the current hour.
-
-    That keeps the whole dataset behind any settle delay, and makes the data the same
-    for every sandbox started within the same hour (so a demo can run twice).
-    """
-    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    return now - timedelta(hours=1)
 
 
 @dataclass
@@ -199,7 +198,7 @@ class VccDataset:
 
     records: int = 20
     seed: int = 1
-    anchor: datetime = field(default_factory=lambda: default_anchor())
+    anchor: datetime = field(default_factory=default_anchor)
     step_seconds: int = 3600
     zone: str = "Europe/Budapest"
     month_basis: str = "local"  # or "utc": which month the API files a call under

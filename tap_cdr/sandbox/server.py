@@ -13,14 +13,24 @@ import itertools
 import json
 import secrets
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from tap_cdr.sandbox.data import V3Dataset, VccDataset
 from tap_cdr.sandbox.faults import Faults
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 V3_EQUALITY_FILTERS = ("extension", "direction", "campaign_uuid")
 
@@ -94,12 +104,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
     server: SandboxServer
     protocol_version = "HTTP/1.1"
 
+    @override
     def setup(self) -> None:
         super().setup()
         # Headers and body go out in two writes; without NODELAY, Nagle's algorithm
         # and delayed ACKs add ~40 ms to every keep-alive request.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    @override
     def log_message(self, format: str, *args: object) -> None:
         """Quiet by default; the request log keeps what tests need."""
 
@@ -267,6 +279,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             for k in (*V3_EQUALITY_FILTERS, "status", "hotline", "phone")
             if query.get(k)
         }
+        matched: Sequence[int]
         if filters or started_from is not None or started_to is not None or data.hidden:
             matched = [
                 i
@@ -309,11 +322,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
             seen = self.server.vcc_requests.get(uuid, 0)
             self.server.vcc_requests[uuid] = seen + 1
         index = config.vcc.find(uuid)
-        registered = (
-            index is not None
-            and seen >= config.vcc_delay_requests.get(uuid, 0)
-            and time.monotonic() - self.server.started >= config.vcc_delay_seconds.get(uuid, 0)
-        )
+        if index is None:
+            return self.vcc_not_available()
+        registered = seen >= config.vcc_delay_requests.get(
+            uuid, 0
+        ) and time.monotonic() - self.server.started >= config.vcc_delay_seconds.get(uuid, 0)
         if not registered or config.vcc.filed_under(index) != (year, month):
             return self.vcc_not_available()
         self.send_json(200, {"response": config.vcc.record(index), "errors": []})
