@@ -10,7 +10,6 @@ import decimal
 import random
 import sys
 import threading
-from dataclasses import dataclass
 from functools import cached_property
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from urllib3.util import Retry
 
 from tap_cdr import settings
 from tap_cdr.auth import error_text
+from tap_cdr.pager import Page
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterable
@@ -94,17 +94,6 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
         return _RETRY_AFTER.parse_retry_after(value)
     except InvalidHeader:
         return None
-
-
-@dataclass(frozen=True)
-class Page:
-    """One response's rows, the total the API reported (None: it reports none), and
-    the seconds spent waiting for the response's headers (the server's and the
-    network's time, not the body's transfer and parsing)."""
-
-    rows: list[dict[str, Any]]
-    total: int | None
-    waited: float
 
 
 class CdrApiStream(RESTStream[Any]):

@@ -16,12 +16,12 @@ from tap_cdr import settings
 from tap_cdr.auth import V3TokenAuthenticator
 from tap_cdr.client import CdrApiError, json_body
 from tap_cdr.normalize import V3Normalizer
-from tap_cdr.pager import WindowPager, WindowRead
+from tap_cdr.pager import Page, Pager, Plan, Prefetch, Read, plan_window
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
 from tap_cdr.windows import Window, parse_instant, split, sync_range
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     import requests
     from singer_sdk.helpers.types import Context
@@ -51,9 +51,13 @@ class CdrV3Stream(BookmarkedStream):
     primary_keys = ("id",)
     schema = StreamSchema(SCHEMAS)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pager: WindowPager | None = None
+    @cached_property
+    def prefetch(self) -> Prefetch:
+        return Prefetch(self.v3.max_concurrency, self.logger, self.name)
+
+    @cached_property
+    def pager(self) -> Pager[Window]:
+        return Pager(self.fetch_window_page, self.plan, self.prefetch, self._log_division)
 
     @cached_property
     def v3(self) -> settings.V3Settings:
@@ -130,10 +134,8 @@ class CdrV3Stream(BookmarkedStream):
     @override
     def backoff_handler(self, details: Any) -> None:
         response = getattr(details.get("exception"), "response", None)
-        pager = self._pager
-        too_many = HTTPStatus.TOO_MANY_REQUESTS
-        if response is not None and response.status_code == too_many and pager is not None:
-            before, after = pager.lower()
+        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            before, after = self.prefetch.lower()
             if after < before:
                 self.logger.warning(
                     "cdr_v3: 429 Too Many Requests: lowering concurrency from %d to %d "
@@ -185,35 +187,28 @@ class CdrV3Stream(BookmarkedStream):
         windows = self.windows()
         if not windows:
             self.logger.info("cdr_v3: nothing to read: the bookmark is past end_date")
-        self._pager = WindowPager(
-            self.fetch_window_page,
-            concurrency=self.v3.max_concurrency,
-            max_rows=MAX_WINDOW_ROWS,
-            on_divide=self._log_division,
-            logger=self.logger,
-        )
-        try:
-            for read in self._pager.reads(windows):
-                started, records = time.monotonic(), 0
-                for record in self.window_records(read):
-                    records += 1
-                    yield record
-                self.commit_state(read.window.end.isoformat())
-                elapsed = max(time.monotonic() - started, 1e-6)
-                # One line per window: Meltano shows it; hidden at WARNING level.
-                self.logger.info(
-                    "cdr_v3: window %s complete: %d records from %d pages in %.1f s "
-                    "(%.0f records/s)",
-                    read.window.label(),
-                    records,
-                    len(read.totals),
-                    elapsed,
-                    records / elapsed,
-                )
-        finally:
-            self._pager.close()
+        for read in self.pager.reads(windows):
+            started, records = time.monotonic(), 0
+            for record in self.window_records(read):
+                records += 1
+                yield record
+            self.commit_state(read.unit.end.isoformat())
+            elapsed = max(time.monotonic() - started, 1e-6)
+            # One line per window: Meltano shows it; hidden at WARNING level.
+            self.logger.info(
+                "cdr_v3: window %s complete: %d records from %d pages in %.1f s (%.0f records/s)",
+                read.unit.label(),
+                records,
+                len(read.totals),
+                elapsed,
+                records / elapsed,
+            )
 
-    def _log_division(self, window: Window, total: int, pieces: list[Window]) -> None:
+    @staticmethod
+    def plan(window: Window, first: Page) -> Plan[Window]:
+        return plan_window(window, first, MAX_WINDOW_ROWS, Window.divide)
+
+    def _log_division(self, window: Window, total: int, pieces: Sequence[Window]) -> None:
         self.logger.info(
             "cdr_v3: window %s holds %d CDRs; reading it as %d windows",
             window.label(),
@@ -221,7 +216,7 @@ class CdrV3Stream(BookmarkedStream):
             len(pieces),
         )
 
-    def window_records(self, read: WindowRead) -> Iterator[dict[str, Any]]:
+    def window_records(self, read: Read[Window]) -> Iterator[dict[str, Any]]:
         """Every record whose end time lies in the window, once, normalised.
 
         If ``total`` changes between the pages of a window, or a page comes back
@@ -229,13 +224,12 @@ class CdrV3Stream(BookmarkedStream):
         have been skipped: the window is read again, sequentially, and the ids already
         emitted are not emitted twice.
         """
-        assert self._pager is not None
-        window = read.window
+        window = read.unit
         lo, hi = window.local_bounds(self.v3.zone)
         normalize = self.normalize
         seen: set[str] = set()
         for _ in range(MAX_WINDOW_PASSES):
-            for page in self._pager.pages(read):
+            for page in self.pager.pages(read):
                 for raw in page:
                     ended = raw.get("time_ended")
                     if ended and not lo <= ended < hi:
@@ -256,13 +250,12 @@ class CdrV3Stream(BookmarkedStream):
                 window.label(),
                 " -> ".join(str(t) for t in dict.fromkeys(read.totals)),
             )
-            read = self._pager.reread(window)
+            read = self.pager.reread(window)
         raise CdrApiError(
             f"cdr_v3: window {window.label()} kept changing over {MAX_WINDOW_PASSES} reads; "
             "rows may be missing. Lower window_hours or raise the settle delay (end_date)."
         )
 
-    def fetch_window_page(self, window: Window, offset: int) -> tuple[list[dict], int, float]:
+    def fetch_window_page(self, window: Window, offset: int) -> Page:
         lo, hi = window.query_bounds(self.v3.zone)
-        page = self.fetch_page({"start_date_ended": lo, "end_date_ended": hi, "offset": offset})
-        return page.rows, page.total or 0, page.waited
+        return self.fetch_page({"start_date_ended": lo, "end_date_ended": hi, "offset": offset})
