@@ -19,7 +19,7 @@ from itertools import pairwise
 
 import pytest
 
-from tap_cdr.pager import Page, Pager, Plan, Prefetch, ordered, plan_listing, plan_window
+from tap_cdr.pager import Page, Pager, Prefetch, ordered, plan_listing, plan_window
 from tap_cdr.windows import Window, split
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
