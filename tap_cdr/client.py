@@ -218,7 +218,7 @@ class CdrApiStream(RESTStream[Any]):
                 self.response_error_message(response, "the body is not valid JSON"),
                 response,
             ) from None
-        problem = self.envelope_problem(body)
+        problem = self.body_problem(response, body)
         if problem:
             # Never treat a malformed body as an empty page: that would end
             # pagination early and silently lose records.
@@ -230,6 +230,11 @@ class CdrApiStream(RESTStream[Any]):
             self.response_error_message(response)
             + f". The credentials in `{self.settings_key}` were refused."
         )
+
+    def body_problem(self, response: requests.Response, body: Any) -> str | None:
+        """What is wrong with a decoded 200 body of this response, or None."""
+        del response
+        return self.envelope_problem(body)
 
     @staticmethod
     def envelope_problem(body: Any) -> str | None:

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 U = TypeVar("U")  # a unit of paging: a date window, a listing day
 T = TypeVar("T")  # an item of a plain sequence of calls
 
-# Rows per CDR log page when a request carries no `num` (VCC Live's documentation).
-LISTING_DEFAULT_PAGE = 10
 # Below this much waiting per page there is nothing worth overlapping: threads would
 # only compete with the records for the CPU.
 MIN_WAIT_SECONDS = 0.005
@@ -83,16 +81,11 @@ def plan_window(
     return Plan(step=len(first.rows), total=total)
 
 
-def plan_listing(first: Page, asked: int) -> Plan[Any]:
-    """A CDR log day: page until an empty or short page; a total is a cross-check.
-
-    A server may cap the page size below the ``asked`` one, or ignore it and serve
-    LISTING_DEFAULT_PAGE rows, so a first page shorter than asked may not be the
-    end. One shorter than both is, under every reading: nothing more to read.
-    """
-    rows = len(first.rows)
-    step = 0 if rows < min(asked, LISTING_DEFAULT_PAGE) else rows
-    return Plan(step=step, total=first.total, endless=True)
+def plan_listing(first: Page) -> Plan[Any]:
+    """A CDR log day: page until an empty page, or one shorter than the first; a total
+    is only a cross-check. A server may cap the page size below the one asked, or
+    ignore it, so a short first page is not the end: one more request confirms it."""
+    return Plan(step=len(first.rows), total=first.total, endless=True)
 
 
 class Handle:

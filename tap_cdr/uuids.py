@@ -51,10 +51,10 @@ def parse_item(text: str, where: str) -> WorkItem:
     return WorkItem(uuid, year, month)
 
 
-def parse_lines(lines: Iterable[str], source: str) -> list[WorkItem]:
+def parse_lines(lines: Iterable[str], source: str, first_line: int = 1) -> list[WorkItem]:
     """Items of a file: one per line; blank lines and ``#`` comments are skipped."""
     items = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first_line):
         text = line.split("#", 1)[0].strip()
         if text:
             items.append(parse_item(text, f"{source} line {number}"))

@@ -8,7 +8,7 @@ each window is also expressed in the API's zone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 API_FORMAT = "%Y-%m-%d %H:%M:%S"
 ONE_SECOND = timedelta(seconds=1)
@@ -118,3 +118,28 @@ def parse_instant(value: str | datetime) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
+
+
+def listing_days(start: datetime, end: datetime, zone: tzinfo, max_call: timedelta) -> list[date]:
+    """The CDR log dates that can list a call which ended in [start, end).
+
+    A call is listed under the date of its start, in the call centre's zone or in
+    UTC (the API does not say which: both are covered), and it started at most
+    ``max_call`` before it ended.
+    """
+    if end <= start:
+        return []
+    earliest, latest = start - max_call, end - ONE_SECOND
+    first = min(earliest.astimezone(zone).date(), earliest.astimezone(timezone.utc).date())
+    last = max(latest.astimezone(zone).date(), latest.astimezone(timezone.utc).date())
+    return [first + timedelta(days=k) for k in range((last - first).days + 1)]
+
+
+def listed_through(day: date, zone: tzinfo) -> datetime:
+    """Once every date up to ``day`` is listed, each call that ended before this
+    instant has been seen: it started before it ended, and is listed under its
+    start's date in the local zone or in UTC, whichever the API uses."""
+    after = day + timedelta(days=1)
+    local = datetime(after.year, after.month, after.day, tzinfo=zone)
+    utc = datetime(after.year, after.month, after.day, tzinfo=timezone.utc)
+    return min(local.astimezone(timezone.utc), utc)

@@ -1,15 +1,42 @@
-"""The cdr_by_uuid work list: the pending queue kept in state, and the uuid sources."""
+"""The cdr_by_uuid work list: the pending queue, and the uuid sources read incrementally.
+
+State stays small: it holds the pending queue, the read position of the uuids file
+(with a fingerprint of what was read), and which items of the ``uuids`` setting were
+looked up; never the uuids ever fetched.
+
+- `PendingQueue`: uuids announced but not available yet, retried every
+  ``retry_interval`` up to ``max_attempts``.
+- `SettingItems`: the ``uuids`` setting; an item looked up in an earlier run is not
+  requested again.
+- `UuidFile`: the uuids file, meant to be appended to between runs (by a webhook
+  receiver). Each run reads the lines added since the position in state. The
+  position carries the SHA-256 of the bytes before it: a file that was truncated,
+  rotated or replaced no longer matches, and is read again from the start. The lines
+  appended to it after the last read are looked for in a rotated sibling
+  (``calls.txt.1``, ``calls.txt-20240310``: same name prefix, same first bytes), so
+  no uuid is lost to logrotate, in rename or in copytruncate mode.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tap_cdr.client import CdrApiError
-from tap_cdr.uuids import WorkItem, parse_item
+from tap_cdr.uuids import UuidListError, WorkItem, parse_item, parse_lines
 from tap_cdr.windows import parse_instant
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
+    from pathlib import Path
+
+LINES_PER_CHUNK = 1000
+_READ_BYTES = 1 << 20
+
+
+class WorkListError(ValueError):
+    """The work list in state, or a new line of the uuids file, cannot be read."""
 
 
 class PendingQueue:
@@ -33,7 +60,7 @@ class PendingQueue:
             if problem:
                 break
         if problem:
-            raise CdrApiError(
+            raise WorkListError(
                 f"cdr_by_uuid: the state's pending queue cannot be read: {problem}. Fix "
                 "bookmarks.cdr_by_uuid.pending in the state (removing it forgets those uuids)."
             )
@@ -81,3 +108,162 @@ def _entry_problem(uuid: str, entry: Any) -> str | None:
     except (KeyError, TypeError, ValueError, AttributeError):
         return f"its entry for {uuid!r} is malformed: {entry!r}"
     return None
+
+
+class SettingItems:
+    """The ``uuids`` setting: the items not looked up in an earlier run.
+
+    State keeps the uuids of the setting that were looked up (fetched, pending or
+    given up), so it grows at most with the setting; an item removed from the
+    setting is forgotten.
+    """
+
+    def __init__(self, items: Iterable[WorkItem], done: Any) -> None:
+        self.items = list(items)
+        if done is not None and (
+            not isinstance(done, list) or not all(isinstance(u, str) for u in done)
+        ):
+            raise WorkListError(
+                f"cdr_by_uuid: the state's uuids_done is not a list of uuids: {done!r}. "
+                "Fix or remove bookmarks.cdr_by_uuid.uuids_done (removing it looks the "
+                "`uuids` setting up again)."
+            )
+        configured = {item.uuid for item in self.items}
+        self.done = {uuid for uuid in done or () if uuid in configured}
+
+    def new(self) -> list[WorkItem]:
+        return [item for item in self.items if item.uuid not in self.done]
+
+    def to_state(self) -> list[str]:
+        return sorted(self.done)
+
+
+@dataclass
+class FileChunk:
+    """New lines of the uuids file, and the position to save once they are processed."""
+
+    items: list[WorkItem]
+    position: dict[str, Any]
+
+
+@dataclass
+class UuidFile:
+    """The uuids file, read from the position saved in state (see the module doc)."""
+
+    path: Path
+    saved: Any = None  # the position from state, as found there
+    lines_per_chunk: int = LINES_PER_CHUNK
+    reread_reason: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        saved = self.saved
+        if saved is not None and not (
+            isinstance(saved, Mapping)
+            and isinstance(saved.get("offset"), int)
+            and isinstance(saved.get("sha256"), str)
+        ):
+            raise WorkListError(
+                f"cdr_by_uuid: the state's uuids_file position is malformed: {saved!r}. "
+                "Remove bookmarks.cdr_by_uuid.uuids_file to read the file from the start."
+            )
+
+    def chunks(self) -> Iterator[FileChunk]:
+        """The lines added since the saved position, in chunks of complete lines."""
+        start, hasher = self._resume()
+        if start is None:
+            # The file no longer holds what was read: first the lines appended to it
+            # before it was rotated, then the new file from its start.
+            yield from self._rotated_remainder()
+            start, hasher = 0, hashlib.sha256()
+        yield from self._read_from(self.path, start, hasher, position_of=self.path)
+
+    def _resume(self) -> tuple[int | None, Any]:
+        saved = self.saved
+        if saved is None or saved.get("path") != str(self.path):
+            return 0, hashlib.sha256()
+        offset = saved["offset"]
+        hasher, size = _prefix_hash(self.path, offset)
+        if size < offset:
+            self.reread_reason = f"it is shorter than the {offset} bytes read before (truncated)"
+            return None, None
+        if hasher.hexdigest() != saved["sha256"]:
+            self.reread_reason = "its first bytes changed (replaced or rotated)"
+            return None, None
+        return offset, hasher
+
+    def _rotated_remainder(self) -> Iterator[FileChunk]:
+        saved = self.saved
+        assert saved is not None
+        offset = saved["offset"]
+        name = self.path.name
+        for sibling in sorted(self.path.parent.iterdir()):
+            if not sibling.name.startswith(name) or sibling.name == name or not sibling.is_file():
+                continue
+            hasher, size = _prefix_hash(sibling, offset)
+            if size >= offset and hasher.hexdigest() == saved["sha256"]:
+                # Its position is that of the new file's start: once these lines are
+                # processed, the new file is read from its first byte.
+                yield from self._read_from(sibling, offset, hasher, position_of=None)
+                return
+
+    def _read_from(
+        self, path: Path, offset: int, hasher: Any, position_of: Path | None
+    ) -> Iterator[FileChunk]:
+        with path.open("rb") as handle:
+            handle.seek(0)
+            line_number = sum(block.count(b"\n") for block in _blocks(handle, offset)) + 1
+            handle.seek(offset)
+            pending = b""
+            for block in _blocks(handle, None):
+                data = pending + block
+                cut = data.rfind(b"\n") + 1  # only complete lines: a partial one is read next run
+                pending = data[cut:]
+                lines = data[:cut].split(b"\n")[:-1]
+                for at in range(0, len(lines), self.lines_per_chunk):
+                    part = lines[at : at + self.lines_per_chunk]
+                    for line in part:
+                        hasher.update(line + b"\n")
+                        offset += len(line) + 1
+                    items = self._parse(part, path, line_number)
+                    line_number += len(part)
+                    yield FileChunk(items, self._position(position_of, offset, hasher))
+
+    def _parse(self, lines: list[bytes], path: Path, first_line: int) -> list[WorkItem]:
+        try:
+            text = [line.decode("utf-8") for line in lines]
+            return parse_lines(text, f"uuids_file {path.name}", first_line)
+        except UnicodeDecodeError:
+            problem = "is not UTF-8 text"
+        except UuidListError as exc:
+            problem = str(exc)
+        raise WorkListError(
+            f"cdr_by_uuid: {problem}. Fix the line: the tap reads on from it "
+            "(the lines before it are done)."
+        )
+
+    @staticmethod
+    def _position(path: Path | None, offset: int, hasher: Any) -> dict[str, Any]:
+        if path is None:  # a rotated file: the next position is the new file's start
+            return {"path": None, "offset": 0, "sha256": hashlib.sha256().hexdigest()}
+        return {"path": str(path), "offset": offset, "sha256": hasher.hexdigest()}
+
+
+def _blocks(handle: Any, limit: int | None) -> Iterator[bytes]:
+    left = limit
+    while left is None or left > 0:
+        block = handle.read(_READ_BYTES if left is None else min(_READ_BYTES, left))
+        if not block:
+            return
+        if left is not None:
+            left -= len(block)
+        yield block
+
+
+def _prefix_hash(path: Path, length: int) -> tuple[Any, int]:
+    """The SHA-256 of the file's first ``length`` bytes (fewer if shorter), and its size."""
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in _blocks(handle, length):
+            hasher.update(block)
+        handle.seek(0, 2)
+        return hasher, handle.tell()

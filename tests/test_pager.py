@@ -133,13 +133,13 @@ def test_a_crowded_window_is_planned_as_pieces():
         (10, None, "every offset"),  # `num` ignored: pages of 10
         (500, 1000, [500, 1000]),  # a total: also ask at the total, which must be empty
         (37, 37, [37]),  # 37 < 500 asked, but a server may cap `num` at 37
-        (7, None, []),  # fewer than asked and than 10: the whole day, however `num` is read
+        (7, None, "every offset"),  # or even at 7
         (0, None, []),  # an empty first page ends the day
         (0, 0, []),
     ],
 )
 def test_a_listing_is_paged_until_an_empty_or_short_page(first_rows, total, expected):
-    plan = plan_listing(Page([{}] * first_rows, total=total), asked=500)
+    plan = plan_listing(Page([{}] * first_rows, total=total))
     assert plan.endless
     offsets = list(
         itertools.islice(
@@ -313,7 +313,7 @@ def test_any_mix_of_windows_latency_and_division_reads_every_row_once_in_order(s
 
 
 def listing_pager(api: FakeApi, concurrency: int) -> Pager:
-    plan = lambda _unit, first: plan_listing(first, asked=500)  # noqa: E731
+    plan = lambda _unit, first: plan_listing(first)  # noqa: E731
     return Pager(api, plan, Prefetch(concurrency, LOG, "t"))
 
 
@@ -329,12 +329,11 @@ def test_a_listing_reads_every_row_with_or_without_a_total(report_total, concurr
     ]
     assert [ids for _, ids, _ in result] == [api.ids(w) for w in hours(7)]
     assert not any(read.changed for _, _, read in result)
-    # The end is confirmed by an empty or short page: a day of 10 or 30 rows (a
-    # multiple of the page size) costs one request more than its pages; one of
-    # fewer than 10 rows is whole in one request.
+    # The end is confirmed by an empty or short page: a day of 7, 10 or 30 rows
+    # costs one request more than its pages.
     asked = {w: sum(1 for c, _ in api.calls if c == w) for w in hours(7)}
     for window, count in zip(hours(7), rows, strict=True):
-        needed = count // STEP + 1 if count >= STEP else 1
+        needed = count // STEP + 1 if count >= STEP else min(count, 1) + 1
         assert asked[window] >= needed
         if concurrency == 1 or report_total:
             assert asked[window] == needed
@@ -347,9 +346,7 @@ def test_a_listing_whose_rows_differ_from_its_total_is_changed():
         page = api(window, offset)
         return Page(page.rows, 26)
 
-    pager = Pager(
-        one_row_vanished, lambda _u, first: plan_listing(first, asked=500), Prefetch(1, LOG, "t")
-    )
+    pager = Pager(one_row_vanished, lambda _u, first: plan_listing(first), Prefetch(1, LOG, "t"))
     reads = []
     for read in pager.reads(hours(1)):
         list(pager.pages(read))

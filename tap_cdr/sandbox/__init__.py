@@ -61,11 +61,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="hide the N newest v3 calls (late registration) until POST /_sandbox/release",
     )
-    vcc = parser.add_argument_group("VCC Live CDR-by-uuid API")
+    vcc = parser.add_argument_group("VCC Live API: the CDR log listing and the lookup by uuid")
     vcc.add_argument("--vcc-records", type=int, default=20)
+    vcc.add_argument(
+        "--vcc-step-seconds", type=int, default=3600, help="seconds between VCC calls' starts"
+    )
     vcc.add_argument("--vcc-customer", default="sandbox")
     vcc.add_argument("--vcc-token", default="sandbox-vcc-token")
     vcc.add_argument("--vcc-month-basis", choices=("local", "utc"), default="local")
+    vcc.add_argument(
+        "--vcc-day-basis",
+        choices=("local", "utc"),
+        default="local",
+        help="the date the CDR log lists a call under: its start's local or UTC date",
+    )
+    vcc.add_argument(
+        "--vcc-list-max-num",
+        type=int,
+        default=500,
+        help="most rows per CDR log page, whatever `num` asks (10 without `num`)",
+    )
+    vcc.add_argument(
+        "--vcc-list-ignore-num", action="store_true", help="serve 10 rows a page whatever `num`"
+    )
+    vcc.add_argument(
+        "--vcc-list-shape",
+        choices=("rows", "rows-no-total", "array"),
+        default="rows",
+        help="the listing's `response`: rows and totalCount, rows only, or the array",
+    )
+    vcc.add_argument(
+        "--vcc-list-forbidden", action="store_true", help="the token may not list (403)"
+    )
+    vcc.add_argument(
+        "--vcc-token-projects",
+        type=lambda text: tuple(int(p) for p in text.split(",")),
+        default=(),
+        metavar="ID,ID",
+        help="the token may only list with a `projectid` among these",
+    )
+    vcc.add_argument(
+        "--vcc-late",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hide the N newest VCC calls (listing and lookup) until POST /_sandbox/release",
+    )
     vcc.add_argument("--vcc-pending-style", choices=("errors", "404", "empty"), default="errors")
     vcc.add_argument(
         "--vcc-delay-requests",
@@ -114,13 +155,20 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
             records=args.vcc_records,
             seed=args.seed,
             anchor=args.anchor or default_anchor(),
+            step_seconds=args.vcc_step_seconds,
             month_basis=args.vcc_month_basis,
+            day_basis=args.vcc_day_basis,
         ),
         vcc_customer=args.vcc_customer,
         vcc_token=args.vcc_token,
         vcc_delay_requests=_pairs(args.vcc_delay_requests, int),
         vcc_delay_seconds=_pairs(args.vcc_delay_seconds, float),
         vcc_pending_style=args.vcc_pending_style,
+        vcc_list_max_num=args.vcc_list_max_num,
+        vcc_list_ignore_num=args.vcc_list_ignore_num,
+        vcc_list_shape=args.vcc_list_shape,
+        vcc_list_forbidden=args.vcc_list_forbidden,
+        vcc_token_projects=args.vcc_token_projects,
         token=args.token,
         api_key=args.api_key,
         token_max_uses=args.token_max_uses,
@@ -128,6 +176,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     )
     records = config.v3.records
     config.v3.hidden.update(range(max(0, records - args.late), records))
+    vcc_records = config.vcc.records
+    config.vcc.hidden.update(range(max(0, vcc_records - args.vcc_late), vcc_records))
     return config
 
 

@@ -16,7 +16,7 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 FMT = "%Y-%m-%d %H:%M:%S"
@@ -189,11 +189,15 @@ class V3Dataset:
 
 @dataclass
 class VccDataset:
-    """VCC Live CDRs looked up by uuid, filed under the local (or UTC) month.
+    """VCC Live CDRs, looked up by uuid or listed by day, ``step_seconds`` apart.
 
-    The two oldest calls straddle the month boundary before the anchor: their local
-    month (Europe/Budapest) and UTC month differ, as happens to real calls just after
-    local midnight on the 1st.
+    The newest call starts at ``anchor``. Three calls are placed on purpose: calls 0
+    and 1 start just after local midnight on the 1st of the anchor's month, so that
+    their local (Europe/Budapest) and UTC month and day differ; call 2 starts at
+    23:45 local the day before the anchor's local day and lasts 30 minutes, so that
+    it ends on the next day. The others start ``step_seconds`` apart, in index order.
+    A call is filed under the date (or month) its start has in the local zone or in
+    UTC, as ``day_basis`` (``month_basis``) says.
     """
 
     records: int = 20
@@ -201,7 +205,10 @@ class VccDataset:
     anchor: datetime = field(default_factory=default_anchor)
     step_seconds: int = 3600
     zone: str = "Europe/Budapest"
-    month_basis: str = "local"  # or "utc": which month the API files a call under
+    month_basis: str = "local"  # or "utc": which month a lookup finds a call under
+    day_basis: str = "local"  # or "utc": which day the CDR log lists a call under
+
+    SPECIAL = 3  # calls placed on purpose, see the docstring
 
     def __post_init__(self) -> None:
         if self.anchor.tzinfo is None:
@@ -209,30 +216,82 @@ class VccDataset:
         self._tz = ZoneInfo(self.zone)
         self.uuids = [_uuid(random.Random(f"vcc-{self.seed}-{i}")) for i in range(self.records)]
         self._index = {u: i for i, u in enumerate(self.uuids)}
+        self._cache: dict[int, bytes] = {}
+        # Late-registered calls are hidden from the listing and the lookup until
+        # released (POST /_sandbox/release).
+        self.hidden: set[int] = set()
 
     def start_epoch(self, i: int) -> int:
+        local_anchor = self.anchor.astimezone(self._tz)
         if i < 2:
             # Local 00:30 and 00:10 on the 1st of the anchor's month.
-            first = self.anchor.astimezone(self._tz).replace(
-                day=1, hour=0, minute=30 - 20 * i, second=0, microsecond=0
-            )
+            first = local_anchor.replace(day=1, hour=0, minute=30 - 20 * i, second=0, microsecond=0)
             return int(first.timestamp())
+        if i == 2:
+            day_before = (local_anchor - timedelta(days=1)).date()
+            late_evening = datetime(
+                day_before.year, day_before.month, day_before.day, 23, 45, tzinfo=self._tz
+            )
+            return int(late_evening.timestamp())
         return int(self.anchor.timestamp()) - (self.records - 1 - i) * self.step_seconds
+
+    def _timing(self, i: int) -> tuple[random.Random, int, bool, int, int]:
+        """The record's generator, start, and whether answered, ring and billing seconds
+        (the first draws of the generator, so that the end time costs no record)."""
+        rng = random.Random(f"vcc-record-{self.seed}-{i}")
+        answered = rng.random() < 0.6
+        ring = rng.randint(3, 30)
+        billing = rng.randint(10, 600) if answered else 0
+        if i == 2:
+            answered, billing = True, 30 * 60 - ring
+        return rng, self.start_epoch(i), answered, ring, billing
+
+    def ended_epoch(self, i: int) -> int:
+        _, start, _, ring, billing = self._timing(i)
+        return start + ring + billing
+
+    def project_of(self, i: int) -> int:
+        return self._timing(i)[0].randint(1, 5)  # the record's next draw: its projectid
 
     def filed_under(self, i: int) -> tuple[int, int]:
         zone = self._tz if self.month_basis == "local" else timezone.utc
         moment = datetime.fromtimestamp(self.start_epoch(i), zone)
         return moment.year, moment.month
 
+    def listed_on(self, i: int) -> date:
+        zone = self._tz if self.day_basis == "local" else timezone.utc
+        return datetime.fromtimestamp(self.start_epoch(i), zone).date()
+
+    def listing(self, year: int, month: int, day: int | None) -> list[int]:
+        """The calls the CDR log lists for a day (or a month), in no particular order:
+        here, by uuid."""
+        zone = self._tz if self.day_basis == "local" else timezone.utc
+        first = date(year, month, day or 1)
+        last = first + timedelta(days=1) if day else (first + timedelta(days=32)).replace(day=1)
+        lo = int(datetime(first.year, first.month, first.day, tzinfo=zone).timestamp())
+        hi = int(datetime(last.year, last.month, last.day, tzinfo=zone).timestamp())
+        regular = range(self.SPECIAL, self.records)
+        a = bisect.bisect_left(regular, lo, key=self.start_epoch)
+        b = bisect.bisect_left(regular, hi, key=self.start_epoch)
+        found = [
+            *regular[a:b],
+            *(i for i in range(min(self.SPECIAL, self.records)) if lo <= self.start_epoch(i) < hi),
+        ]
+        return sorted(found, key=self.uuids.__getitem__)
+
     def find(self, uuid: str) -> int | None:
         return self._index.get(uuid)
 
+    def record_bytes(self, i: int) -> bytes:
+        cached = self._cache.get(i)
+        if cached is None:
+            cached = json.dumps(self.record(i), ensure_ascii=False).encode()
+            if len(self._cache) < 1_000_000:
+                self._cache[i] = cached
+        return cached
+
     def record(self, i: int) -> dict:
-        rng = random.Random(f"vcc-record-{self.seed}-{i}")
-        start = self.start_epoch(i)
-        answered = rng.random() < 0.6
-        ring = rng.randint(3, 30)
-        billing = rng.randint(10, 600) if answered else 0
+        rng, start, answered, ring, billing = self._timing(i)
         local = datetime.fromtimestamp(start, self._tz)
         utc = datetime.fromtimestamp(start, timezone.utc)
         billing_local = datetime.fromtimestamp(start + ring, self._tz)

@@ -56,6 +56,15 @@ class SandboxConfig:
     vcc_delay_seconds: dict[str, float] = field(default_factory=dict)
     # How "not available" is said (undocumented): "errors", "404" or "empty".
     vcc_pending_style: str = "errors"
+    # The CDR log listing: the most rows a page holds whatever `num` asks (10 when
+    # `num` is missing), the envelope's shape ("rows": {"rows", "totalCount"};
+    # "rows-no-total"; "array": the rows themselves), a token that may not list
+    # (403), and a token limited to some projects (403 without a `projectid` of them).
+    vcc_list_max_num: int = 500
+    vcc_list_ignore_num: bool = False  # serve 10 rows per page whatever `num` says
+    vcc_list_shape: str = "rows"
+    vcc_list_forbidden: bool = False
+    vcc_token_projects: tuple[int, ...] = ()
     faults: Faults = field(default_factory=Faults)
 
 
@@ -144,12 +153,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return self.control_faults()
         if method == "POST" and path == "/_sandbox/release":
             self.server.config.v3.hidden.clear()
+            self.server.config.vcc.hidden.clear()
             return self.send_json(200, {"released": True})
-        if method == "GET" and (path == "/v3/cdr" or path.startswith("/v2/cdr/")):
+        if method == "GET" and (path == "/v3/cdr" or path.startswith(("/v2/cdr/", "/v2/cdrs/"))):
             if self.inject_fault():
                 return None
             if path == "/v3/cdr":
                 return self.v3_list(query)
+            if path.startswith("/v2/cdrs/"):
+                return self.vcc_list(path.split("/")[3:], query)
             return self.vcc_lookup(path.split("/")[3:])
         return self.error(404, f"no route for {method} {parts.path}")
 
@@ -324,12 +336,56 @@ class SandboxHandler(BaseHTTPRequestHandler):
         index = config.vcc.find(uuid)
         if index is None:
             return self.vcc_not_available()
-        registered = seen >= config.vcc_delay_requests.get(
-            uuid, 0
-        ) and time.monotonic() - self.server.started >= config.vcc_delay_seconds.get(uuid, 0)
+        registered = seen >= config.vcc_delay_requests.get(uuid, 0) and self.vcc_registered(index)
         if not registered or config.vcc.filed_under(index) != (year, month):
             return self.vcc_not_available()
-        self.send_json(200, {"response": config.vcc.record(index), "errors": []})
+        body = b'{"response":' + config.vcc.record_bytes(index) + b',"errors":[]}'
+        self.send_json(200, body)
+
+    def vcc_registered(self, index: int) -> bool:
+        """Late registration: hidden, or within its delay after the sandbox started."""
+        config = self.server.config
+        delay = config.vcc_delay_seconds.get(config.vcc.uuids[index], 0)
+        return index not in config.vcc.hidden and time.monotonic() - self.server.started >= delay
+
+    def vcc_list(self, parts: list[str], query: dict[str, str]) -> None:
+        """``GET /v2/cdrs/{year}/{month}[/{day}]`` with ``num``, ``start``, ``projectid``."""
+        if not self.vcc_authorized():
+            return self.send_json(401, {"response": None, "errors": ["Unauthorized"]})
+        config = self.server.config
+        indices = None
+        try:
+            year, month, *day = (int(part) for part in parts)
+            num = 10 if config.vcc_list_ignore_num else int(query.get("num", 10))
+            num = min(num, config.vcc_list_max_num)
+            start = int(query.get("start", 0))
+            project = int(query["projectid"]) if query.get("projectid") else None
+            if len(day) <= 1 and num >= 0 and start >= 0:
+                indices = config.vcc.listing(year, month, day[0] if day else None)
+        except ValueError:  # not numbers, or not a date
+            pass
+        if indices is None:
+            errors = ["expected /v2/cdrs/YYYY/MM[/DD] and whole numbers for num and start"]
+            return self.send_json(400, {"response": None, "errors": errors})
+        forbidden = config.vcc_list_forbidden or (
+            config.vcc_token_projects and project not in config.vcc_token_projects
+        )
+        if forbidden:
+            return self.send_json(403, {"response": None, "errors": ["Permission denied"]})
+        data = config.vcc
+        rows = [
+            i
+            for i in indices
+            if self.vcc_registered(i) and (project is None or data.project_of(i) == project)
+        ]
+        page = b",".join(data.record_bytes(i) for i in rows[start : start + num])
+        if config.vcc_list_shape == "array":
+            response = b"[" + page + b"]"
+        elif config.vcc_list_shape == "rows-no-total":
+            response = b'{"rows":[' + page + b"]}"
+        else:
+            response = b'{"rows":[' + page + b'],"totalCount":%d}' % len(rows)
+        self.send_json(200, b'{"response":' + response + b',"errors":[]}')
 
     def vcc_not_available(self) -> None:
         style = self.server.config.vcc_pending_style

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk import SchemaDirectory, Tap
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
-from tap_cdr.client import CdrApiStream
+from tap_cdr import settings
+from tap_cdr.client import CdrApiError, CdrApiStream
 from tap_cdr.sdk_private import CommitPointBookmarks
+from tap_cdr.windows import parse_instant, sync_range
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,6 +51,41 @@ class BookmarkedStream(CommitPointBookmarks, CdrApiStream):
         # The tap's writer buffers RECORD lines until the next message; the SDK
         # writes no STATE when the state did not change, so a commit flushes them.
         self._flush_records: Callable[[], None] = getattr(tap.message_writer, "flush", lambda: None)
+
+    def sync_range(self) -> tuple[datetime, datetime]:
+        """The call end times this run reads: [bookmark - lookback, end_date)."""
+        sync = settings.sync_settings(self.config)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        return sync_range(
+            bookmark=self.bookmark(),
+            start_date=sync.start_date,
+            end_date=sync.end_date or now - settings.SETTLE_DELAY,
+            lookback=sync.lookback,
+            default_history=settings.DEFAULT_HISTORY,
+        )
+
+    def bookmark(self) -> datetime | None:
+        state = self.stream_state
+        value = state.get("replication_key_value")
+        if value is None or state.get("replication_key") not in (None, self.replication_key):
+            return None
+        return self._parse_bookmark(value)
+
+    def _parse_bookmark(self, value: Any) -> datetime:
+        try:
+            return parse_instant(value)
+        except (TypeError, ValueError, AttributeError):
+            raise CdrApiError(
+                f"{self.name}: the state's bookmark {value!r} is not an RFC 3339 timestamp. "
+                f"Fix or remove bookmarks.{self.name} in the state to continue."
+            ) from None
+
+    @override
+    def compare_start_date(self, value: str, start_date_value: str) -> str:
+        # The SDK compares the bookmark with start_date before any record is read;
+        # a corrupt bookmark must fail there with a message that says so.
+        self._parse_bookmark(value)
+        return super().compare_start_date(value, start_date_value)
 
     def commit_state(self, bookmark: str | None, **extra: Any) -> None:
         """Set the bookmark (and stream-specific keys), then emit STATE."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime, timezone
 from functools import cached_property
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from tap_cdr.client import CdrApiError, json_body
 from tap_cdr.normalize import V3Normalizer
 from tap_cdr.pager import Page, Pager, Plan, Prefetch, Read, plan_window
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
-from tap_cdr.windows import Window, parse_instant, split, sync_range
+from tap_cdr.windows import Window, split
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -148,39 +147,8 @@ class CdrV3Stream(BookmarkedStream):
     # -- windows and state ---------------------------------------------------------
 
     def windows(self) -> list[Window]:
-        sync = settings.sync_settings(self.config)
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        start, end = sync_range(
-            bookmark=self._bookmark(),
-            start_date=sync.start_date,
-            end_date=sync.end_date or now - settings.SETTLE_DELAY,
-            lookback=sync.lookback,
-            default_history=settings.DEFAULT_HISTORY,
-        )
+        start, end = self.sync_range()
         return split(start, end, self.v3.window_hours)
-
-    def _bookmark(self) -> datetime | None:
-        state = self.stream_state
-        value = state.get("replication_key_value")
-        if value is None or state.get("replication_key") not in (None, self.replication_key):
-            return None
-        return self._parse_bookmark(value)
-
-    def _parse_bookmark(self, value: Any) -> datetime:
-        try:
-            return parse_instant(value)
-        except (TypeError, ValueError, AttributeError):
-            raise CdrApiError(
-                f"{self.name}: the state's bookmark {value!r} is not an RFC 3339 timestamp. "
-                f"Fix or remove bookmarks.{self.name} in the state to continue."
-            ) from None
-
-    @override
-    def compare_start_date(self, value: str, start_date_value: str) -> str:
-        # The SDK compares the bookmark with start_date before any record is read;
-        # a corrupt bookmark must fail there with a message that says so.
-        self._parse_bookmark(value)
-        return super().compare_start_date(value, start_date_value)
 
     @override
     def get_records(self, context: Context | None) -> Iterator[dict[str, Any]]:

@@ -1,11 +1,23 @@
-"""VCC Live: ``GET /v2/cdr/{year}/{month}/{uuid}``, one CDR per announced call."""
+"""VCC Live: every call of the CDR log, and the CDRs of announced uuids.
+
+Two sources feed the one ``cdr_by_uuid`` stream (key ``uuid``):
+
+- The sweep (``list_cdrs``, on by default): ``GET /v2/cdrs/{year}/{month}/{day}`` for
+  each date that can list a call which ended in the sync range, paged with ``num``
+  and ``start``. Every call of the range is emitted once, and the bookmark moves
+  after each complete date.
+- Lookups: ``GET /v2/cdr/{year}/{month}/{uuid}`` for the uuids announced in the
+  ``uuids`` setting, the ``uuids_file`` and the pending queue, minus those the sweep
+  emitted in this run. A CDR that is not registered yet waits in the pending queue.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -16,12 +28,14 @@ from tap_cdr import settings
 from tap_cdr.auth import HTTPBasicAuth
 from tap_cdr.client import CdrApiError, json_body
 from tap_cdr.normalize import VccNormalizer
+from tap_cdr.pager import Page, Pager, Prefetch, Read, ordered, plan_listing
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
-from tap_cdr.uuids import WorkItem, dedupe, month_candidates, parse_lines
-from tap_cdr.worklist import PendingQueue
+from tap_cdr.uuids import WorkItem, month_candidates
+from tap_cdr.windows import listed_through, listing_days
+from tap_cdr.worklist import FileChunk, PendingQueue, SettingItems, UuidFile, WorkListError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     import requests
     from singer_sdk.helpers.types import Context
@@ -32,20 +46,41 @@ else:
     from typing_extensions import override
 
 MIN_RETRY_PAUSE_SECONDS = 1.0
+MAX_DAY_PASSES = 4
+# Lookups between two STATE messages (a kill re-requests at most these).
+LOOKUPS_PER_COMMIT = 100
+LISTING_PATH = "/v2/cdrs/{year}/{month}/{day}"
+# A lookup that only carries a file position (its line was a comment, or skipped).
+NOTHING = WorkItem("")
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class CdrByUuidStream(BookmarkedStream):
-    """VCC Live ``GET /v2/cdr/{year}/{month}/{uuid}``: one CDR per announced call.
+@dataclass(frozen=True)
+class ListingDay:
+    """One CDR log request series: a date, for one project or for all."""
 
-    A CDR can be registered minutes after the call ends, so a uuid that is not
-    available yet goes to a pending queue in state and is retried, in this run and
-    later ones, every ``retry_interval_minutes`` up to ``max_attempts``; then it is
-    given up loudly. No announced uuid is ever dropped silently.
-    """
+    date: date
+    project: int | None = None
+
+    def label(self) -> str:
+        return f"{self.date}" + (f" (project {self.project})" if self.project is not None else "")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A uuid to look up, where it was announced ("pending", "setting" or "file"), and
+    the file position to save once it is done (the last line of a file chunk)."""
+
+    item: WorkItem
+    source: str = "pending"
+    file_position: dict[str, Any] | None = None
+
+
+class CdrByUuidStream(BookmarkedStream):
+    """VCC Live CDRs: the CDR log of the sync range, and announced uuids (module doc)."""
 
     name = "cdr_by_uuid"
     path = "/v2/cdr/{year}/{month}/{uuid}"
@@ -53,9 +88,21 @@ class CdrByUuidStream(BookmarkedStream):
     primary_keys = ("uuid",)
     schema = StreamSchema(SCHEMAS)
 
+    # What a run tracks, committed with the bookmark (set by get_records).
+    queue: PendingQueue
+    setting: SettingItems
+    file_position: Any
+    bookmark_value: str | None
+    counts: dict[str, int]
+
     @cached_property
     def vcc(self) -> settings.VccSettings:
         return settings.vcc_settings(self.config)
+
+    @override
+    @property
+    def max_concurrency(self) -> int:
+        return self.vcc.max_concurrency
 
     @override
     @property
@@ -71,19 +118,55 @@ class CdrByUuidStream(BookmarkedStream):
     def normalize(self) -> VccNormalizer:
         return VccNormalizer()
 
+    @cached_property
+    def prefetch(self) -> Prefetch:
+        return Prefetch(self.vcc.max_concurrency, self.logger, self.name)
+
     # -- HTTP ----------------------------------------------------------------------
 
     @override
+    def get_url(self, context: Context | None) -> str:
+        if context and "day" in context:
+            day = context["day"]
+            path = LISTING_PATH.format(year=f"{day:%Y}", month=f"{day:%m}", day=f"{day:%d}")
+            return self.url_base + path
+        return super().get_url(context)
+
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
+        if not context or "day" not in context:
+            return {}
+        # `num` is always sent: without it the API returns at most 10 rows.
+        params: dict[str, Any] = {"num": self.vcc.page_size, "start": context["offset"]}
+        if context.get("projectid") is not None:
+            params["projectid"] = context["projectid"]
+        return params
+
+    @override
     def validate_response(self, response: requests.Response) -> None:
-        if response.status_code == HTTPStatus.NOT_FOUND:
+        listing = _is_listing(response)
+        status = response.status_code
+        if status == HTTPStatus.NOT_FOUND and not listing:
             return  # not registered yet (or not in this month): see parse_page
-        if response.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+        if status == HTTPStatus.FORBIDDEN and listing:
+            raise CdrApiError(
+                self.response_error_message(response)
+                + ". This token may not list the CDR log: grant it that right in VCC Live, "
+                "or set cdr_by_uuid.list_cdrs to false and feed uuids (uuids, uuids_file)."
+            )
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             raise CdrApiError(
                 self.response_error_message(response)
                 + ". Check cdr_by_uuid.customer and cdr_by_uuid.api_token, and that this "
                 "machine's IP address is on the customer's API allow-list."
             )
         super().validate_response(response)
+
+    @override
+    def body_problem(self, response: requests.Response, body: Any) -> str | None:
+        if _is_listing(response):
+            return self.listing_problem(body)
+        return self.envelope_problem(body)
 
     @override
     @staticmethod
@@ -96,8 +179,27 @@ class CdrByUuidStream(BookmarkedStream):
             return "the envelope's `response` is not an object"
         return None
 
+    @staticmethod
+    def listing_problem(body: Any) -> str | None:
+        """A CDR log page must hold `rows` (or be the array of rows); never read
+        anything else as an empty day."""
+        if not isinstance(body, dict) or "response" not in body:
+            return "expected a JSON object with `response` and `errors`"
+        errors = body.get("errors")
+        if errors:
+            return f"the API reported errors: {str(errors)[:300]}"
+        rows = _listing_rows(body["response"])
+        if rows is None:
+            return 'the listing\'s `response` is neither {"rows": [...]} nor an array of rows'
+        if not all(isinstance(row, dict) for row in rows):
+            return "the listing's rows are not all objects"
+        return None
+
     @override
     def parse_page(self, response: requests.Response) -> tuple[list[dict[str, Any]], int | None]:
+        if _is_listing(response):
+            found = json_body(response)["response"]
+            return _listing_rows(found) or [], _listing_total(found)
         if response.status_code == HTTPStatus.NOT_FOUND:
             return [], None
         body = json_body(response)
@@ -110,70 +212,319 @@ class CdrByUuidStream(BookmarkedStream):
             return [item for item in found if isinstance(item, dict) and item], None
         return ([found] if found else []), None
 
-    # -- the work list and the pending queue ---------------------------------------
+    @override
+    def backoff_handler(self, details: Any) -> None:
+        response = getattr(details.get("exception"), "response", None)
+        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            before, after = self.prefetch.lower()
+            if after < before:
+                self.logger.warning(
+                    "cdr_by_uuid: 429 Too Many Requests: lowering concurrency from %d to %d "
+                    "for the rest of this day or batch of lookups",
+                    before,
+                    after,
+                )
+        super().backoff_handler(details)
 
-    def configured_items(self) -> list[WorkItem]:
-        items = list(self.vcc.items)
-        if self.vcc.uuids_file:
-            text = self.vcc.uuids_file.read_text(encoding="utf-8")
-            items += parse_lines(text.splitlines(), f"uuids_file {self.vcc.uuids_file.name}")
-        return dedupe(items)
+    # -- the run -------------------------------------------------------------------
 
     @override
     def get_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
-        queue = PendingQueue.from_state(
-            self.stream_state.get("pending"), self.vcc.retry_interval, self.vcc.max_attempts
-        )
-        self._bookmark_value = self.stream_state.get("replication_key_value")
-        fetched_this_run: set[str] = set()
-        counts = {"fetched": 0, "given_up": 0}
-        deadline = utc_now() + self.vcc.wait_for_pending
-        work = queue.due(utc_now()) + [
-            item for item in self.configured_items() if item.uuid not in queue.entries
-        ]
-        while True:
-            for item in work:
-                if item.uuid in fetched_this_run:
-                    continue
-                record = self.fetch(item)
-                if record is not None:
-                    fetched_this_run.add(item.uuid)
-                    queue.entries.pop(item.uuid, None)
-                    counts["fetched"] += 1
-                    self._advance_bookmark(record.get("time_ended"))
-                    yield record
-                elif queue.failed_attempt(item, utc_now()):
-                    counts["given_up"] += 1
-                    self.logger.error(
-                        "cdr_by_uuid: giving up on uuid %s after %d attempts: its CDR "
-                        "never became available",
-                        item.uuid,
-                        self.vcc.max_attempts,
-                    )
-                self.commit_state(self._bookmark_value, pending=queue.to_state())
-            if not queue.entries or utc_now() >= deadline:
-                break
-            wake = min(queue.next_due(), deadline)
+        state = self.stream_state
+        vcc = self.vcc
+        try:
+            self.queue = PendingQueue.from_state(
+                state.get("pending"), vcc.retry_interval, vcc.max_attempts
+            )
+            self.setting = SettingItems(vcc.items, state.get("uuids_done"))
+            file = UuidFile(vcc.uuids_file, state.get("uuids_file")) if vcc.uuids_file else None
+            chunks = list(file.chunks()) if file else []
+        except WorkListError as exc:
+            raise CdrApiError(str(exc)) from None
+        if file is not None and file.reread_reason:
+            self.logger.warning(
+                "cdr_by_uuid: reading %s again from its start: %s", file.path, file.reread_reason
+            )
+        self.file_position = state.get("uuids_file")
+        self.bookmark_value = state.get("replication_key_value")
+        self.counts = {"swept": 0, "fetched": 0, "given_up": 0, "announced_in_log": 0}
+        # Announced uuids that the sweep may find in this run: no lookup for those.
+        announced = {
+            *self.queue.entries,
+            *(item.uuid for item in self.setting.new()),
+            *(item.uuid for chunk in chunks for item in chunk.items),
+        }
+        emitted: set[str] = set()  # announced uuids emitted in this run: no lookup
+        if vcc.list_cdrs:
+            for record in self.sweep():
+                uuid = record["uuid"]
+                if uuid in announced:
+                    emitted.add(uuid)
+                    self.counts["announced_in_log"] += 1
+                    self.queue.entries.pop(uuid, None)
+                yield record
+        yield from self.look_up(self._lookups(chunks), emitted)
+        deadline = utc_now() + vcc.wait_for_pending
+        while self.queue.entries and utc_now() < deadline:
+            wake = min(self.queue.next_due(), deadline)
             # Never spin: even with a zero retry interval, rounds are a second apart.
             time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
-            work = queue.due(utc_now())
-        self.commit_state(self._bookmark_value, pending=queue.to_state())
+            yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
+        self.commit()
+        self.log_summary(len(announced))
+
+    def commit(self, **changes: Any) -> None:
+        """Emit STATE: the bookmark, the pending queue, and where the sources stand."""
+        extra: dict[str, Any] = {"pending": self.queue.to_state()}
+        if self.setting.items or "uuids_done" in self.stream_state:
+            extra["uuids_done"] = self.setting.to_state()
+        if self.file_position is not None:
+            extra["uuids_file"] = self.file_position
+        extra.update(changes)
+        self.commit_state(self.bookmark_value, **extra)
+
+    def log_summary(self, announced: int) -> None:
+        counts = self.counts
+        if self.vcc.list_cdrs:
+            self.logger.info(
+                "cdr_by_uuid: the CDR log sweep emitted %d calls; %d of %d announced uuids "
+                "were among them",
+                counts["swept"],
+                counts["announced_in_log"],
+                announced,
+            )
         summary = (
-            f"cdr_by_uuid: fetched {counts['fetched']}, pending {len(queue.entries)}, "
+            f"cdr_by_uuid: fetched {counts['fetched']}, pending {len(self.queue.entries)}, "
             f"given up {counts['given_up']}"
         )
         self.logger.log(logging.WARNING if counts["given_up"] else logging.INFO, summary)
 
-    def fetch(self, item: WorkItem) -> dict[str, Any] | None:
-        """The CDR of one uuid, trying each candidate month; None if not available."""
-        now = utc_now()
-        for year, month in month_candidates(item, now.year, now.month):
-            context = {"year": f"{year:04d}", "month": f"{month:02d}", "uuid": item.uuid}
-            for raw in self.fetch_page(context).rows:
-                raw.setdefault("uuid", item.uuid)
-                return self.normalize(raw)
+    # -- the sweep of the CDR log ----------------------------------------------------
+
+    def sweep(self) -> Iterator[dict[str, Any]]:
+        """Every call that ended in the sync range, once, in the order of the dates
+        that list it; STATE after each complete date."""
+        start, end = self.sync_range()
+        vcc = self.vcc
+        dates = listing_days(start, end, vcc.zone, vcc.max_call)
+        units = [ListingDay(d, p) for d in dates for p in (vcc.project_ids or (None,))]
+        lo, hi = start.isoformat(), end.isoformat()
+        pager: Pager[ListingDay] = Pager(
+            self.fetch_listing_page, lambda _day, first: plan_listing(first), self.prefetch
+        )
+        seen: dict[date, set[str]] = {}
+        previous = self.bookmark()
+        for number, read in enumerate(pager.reads(units)):
+            day = read.unit
+            # A call is listed under one date; keep the day before's uuids too, in
+            # case an API lists a call that spans midnight under both dates.
+            seen = {d: ids for d, ids in seen.items() if d >= day.date - timedelta(days=1)}
+            emitted = seen.setdefault(day.date, set())
+            started, before = time.monotonic(), len(emitted)
+            for record in self.listing_records(pager, read, lo, hi, seen):
+                self.counts["swept"] += 1
+                yield record
+            last_of_date = number + 1 == len(units) or units[number + 1].date != day.date
+            if last_of_date:
+                through = min(listed_through(day.date, vcc.zone), end)
+                if previous is None or through > previous:
+                    previous = through
+                    self.bookmark_value = through.isoformat()
+                self.commit()
+            self.logger.info(
+                "cdr_by_uuid: CDR log %s complete: %d calls of the range in %.1f s",
+                day.label(),
+                len(emitted) - before,
+                time.monotonic() - started,
+            )
+
+    def listing_records(
+        self,
+        pager: Pager[ListingDay],
+        read: Read[ListingDay],
+        lo: str,
+        hi: str,
+        seen: dict[date, set[str]],
+    ) -> Iterator[dict[str, Any]]:
+        """The calls of one listing that ended in [lo, hi), normalised, each once.
+
+        If the listing changed while it was paged (its total changed, or the rows read
+        differ from the total it reported), rows may have moved under the offsets: it
+        is read again, sequentially, and the uuids already emitted are skipped.
+        """
+        normalize = self.normalize
+        emitted = seen[read.unit.date]
+        previous: tuple[Any, ...] | None = None
+        for _ in range(MAX_DAY_PASSES):
+            for page in pager.pages(read):
+                for raw in page:
+                    uuid = raw.get("uuid")
+                    if not uuid or not isinstance(uuid, str):
+                        raise CdrApiError(
+                            f"cdr_by_uuid: a CDR log row of {read.unit.label()} has no uuid: "
+                            f"{str(raw)[:300]}"
+                        )
+                    if any(uuid in ids for ids in seen.values()):
+                        continue
+                    record = normalize(raw)
+                    ended = record["time_ended"]
+                    if ended is not None and not lo <= ended < hi:
+                        continue  # outside the sync range
+                    emitted.add(uuid)
+                    yield record
+            if not read.changed:
+                return
+            outcome = (tuple(read.totals), read.rows)
+            total = read.totals[0]
+            if outcome == previous and isinstance(total, int) and read.rows > total:
+                # Read twice alike, with more rows than counted: nothing is missing.
+                self.logger.warning(
+                    "cdr_by_uuid: CDR log %s lists %d rows but reports totalCount %d",
+                    read.unit.label(),
+                    read.rows,
+                    total,
+                )
+                return
+            previous = outcome
+            self.logger.warning(
+                "cdr_by_uuid: CDR log %s changed while it was paged (%d rows, totalCount %s); "
+                "reading it again",
+                read.unit.label(),
+                read.rows,
+                " -> ".join(str(t) for t in dict.fromkeys(read.totals)),
+            )
+            read = pager.reread(read.unit)
+        raise CdrApiError(
+            f"cdr_by_uuid: CDR log {read.unit.label()} listed {read.rows} rows but reports "
+            f"totalCount {' -> '.join(str(t) for t in dict.fromkeys(read.totals))}, over "
+            f"{MAX_DAY_PASSES} reads: calls may be missing. Run again later (the day may "
+            "still be filling), or report it to VCC Live if it persists."
+        )
+
+    def fetch_listing_page(self, day: ListingDay, offset: int) -> Page:
+        return self.fetch_page({"day": day.date, "offset": offset, "projectid": day.project})
+
+    # -- lookups by uuid --------------------------------------------------------------
+
+    def _lookups(self, chunks: list[FileChunk]) -> Iterator[Lookup]:
+        """Due pending uuids (oldest first), then new items of the setting, then the
+        new lines of the file; each file chunk's last line carries the position to
+        save after it."""
+        yield from (Lookup(item) for item in self.queue.due(utc_now()))
+        yield from (Lookup(item, "setting") for item in self.setting.new())
+        for chunk in chunks:
+            last = len(chunk.items) - 1
+            for index, item in enumerate(chunk.items):
+                yield Lookup(item, "file", chunk.position if index == last else None)
+            if not chunk.items:  # comments and blank lines only
+                yield Lookup(NOTHING, "file", chunk.position)
+
+    def look_up(self, lookups: Iterable[Lookup], emitted: set[str]) -> Iterator[dict[str, Any]]:
+        """Look each uuid up once, with up to ``max_concurrency`` in flight. Results
+        are used in order, so the pending queue, the sources' positions and the counts
+        are exact. STATE every LOOKUPS_PER_COMMIT lookups and after each file chunk."""
+        since_commit = 0
+        self.prefetch.reset()
+        try:
+            wanted = self._wanted(lookups, emitted)
+            for lookup, page in ordered(self.prefetch, self.fetch_lookup, wanted):
+                if lookup.item is not NOTHING:
+                    since_commit += 1
+                    record = self._use_result(lookup, page, emitted)
+                    if record is not None:
+                        yield record
+                if lookup.file_position is not None:
+                    self.file_position = lookup.file_position
+                if lookup.file_position is not None or since_commit >= LOOKUPS_PER_COMMIT:
+                    self.commit()
+                    since_commit = 0
+        finally:
+            self.prefetch.close()
+        if since_commit:
+            self.commit()
+
+    def _wanted(self, lookups: Iterable[Lookup], emitted: set[str]) -> Iterator[Lookup]:
+        """The lookups to make: each uuid once, none the sweep emitted, and no new
+        announcement of a uuid already pending (it is retried when due). A skipped
+        file line still carries its chunk's position."""
+        requested: set[str] = set()
+        for lookup in lookups:
+            uuid = lookup.item.uuid
+            skip = uuid in emitted or uuid in requested
+            if lookup.source != "pending" and uuid in self.queue.entries:
+                skip = True
+            if not skip:
+                requested.add(uuid)
+                yield lookup
+                continue
+            if lookup.source == "setting":
+                self.setting.done.add(uuid)
+            if lookup.file_position is not None:
+                yield Lookup(NOTHING, "file", lookup.file_position)
+
+    def _use_result(self, lookup: Lookup, page: Page, emitted: set[str]) -> dict[str, Any] | None:
+        """The record a lookup found, or None: then the uuid stays pending, or is given
+        up once out of attempts."""
+        uuid = lookup.item.uuid
+        if lookup.source == "setting":
+            self.setting.done.add(uuid)
+        if page.rows:
+            record = self.normalize(page.rows[0])
+            emitted.add(uuid)
+            self.queue.entries.pop(uuid, None)
+            self.counts["fetched"] += 1
+            if not self.vcc.list_cdrs:
+                self._advance_bookmark(record.get("time_ended"))
+            return record
+        if self.queue.failed_attempt(lookup.item, utc_now()):
+            self.counts["given_up"] += 1
+            self.logger.error(
+                "cdr_by_uuid: giving up on uuid %s after %d attempts: its CDR never "
+                "became available",
+                uuid,
+                self.vcc.max_attempts,
+            )
         return None
 
+    def fetch_lookup(self, lookup: Lookup) -> Page:
+        """The CDR of one uuid (runs on a worker): each candidate month in turn."""
+        item = lookup.item
+        if item is NOTHING:
+            return Page([])
+        now = utc_now()
+        waited = 0.0
+        for year, month in month_candidates(item, now.year, now.month):
+            context = {"year": f"{year:04d}", "month": f"{month:02d}", "uuid": item.uuid}
+            page = self.fetch_page(context)
+            waited += page.waited
+            if page.rows:
+                raw = page.rows[0]
+                raw.setdefault("uuid", item.uuid)
+                return Page([raw], None, waited)
+        return Page([], None, waited)
+
     def _advance_bookmark(self, value: str | None) -> None:
-        if value and (self._bookmark_value is None or value > self._bookmark_value):
-            self._bookmark_value = value
+        if value and (self.bookmark_value is None or value > self.bookmark_value):
+            self.bookmark_value = value
+
+
+def _is_listing(response: requests.Response) -> bool:
+    return "/v2/cdrs/" in (response.request.path_url or "")
+
+
+def _listing_rows(found: Any) -> list[Any] | None:
+    if isinstance(found, list):
+        return found
+    if isinstance(found, dict) and isinstance(found.get("rows"), list):
+        return found["rows"]
+    return None
+
+
+def _listing_total(found: Any) -> int | None:
+    """totalCount when reported as a count (a number, or digits), else None."""
+    total = found.get("totalCount") if isinstance(found, dict) else None
+    if isinstance(total, str) and total.strip().isdigit():
+        return int(total)
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    return None
