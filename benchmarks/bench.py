@@ -28,19 +28,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ANCHOR = datetime(2024, 3, 10, 12, tzinfo=timezone.utc)
 TOKEN = "sandbox-token"
+VCC_TOKEN = "sandbox-vcc-token"
+VCC_STEP = 30  # seconds between VCC calls: 2,880 a day
 
 
 @dataclass
 class Contender:
     name: str
     argv: list[str]
+    env: dict[str, str] | None = None
     seconds: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
 
     def run(self) -> None:
         with tempfile.TemporaryFile() as log:
             started = time.perf_counter()
-            proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log)
+            env = {**os.environ, **self.env} if self.env else None
+            proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
             _, status, usage = os.wait4(proc.pid, 0)
             elapsed = time.perf_counter() - started
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -60,23 +64,18 @@ class Scenario:
     contenders: list[str] = field(default_factory=lambda: ["tap-cdr", "json loop", "orjson loop"])
     concurrency: tuple[int, ...] = (4,)
     pairs: int | None = None  # None: the --pairs option
+    # "v3": the cdr_v3 list; "sweep": the VCC CDR log; "lookups": VCC uuid lookups
+    api: str = "v3"
 
 
-def start_sandbox(records: int, latency_ms: float) -> tuple[subprocess.Popen, str]:
+def start_sandbox(scenario: Scenario) -> tuple[subprocess.Popen, str]:
+    if scenario.api == "v3":
+        data = ["--records", str(scenario.records)]
+    else:
+        data = ["--vcc-records", str(scenario.records), "--vcc-step-seconds", str(VCC_STEP)]
+    timing = ["--anchor", ANCHOR.isoformat(), "--latency-ms", str(scenario.latency_ms)]
     proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "tap_cdr.sandbox",
-            "--port",
-            "0",
-            "--records",
-            str(records),
-            "--anchor",
-            ANCHOR.isoformat(),
-            "--latency-ms",
-            str(latency_ms),
-        ],
+        [PYTHON, "-m", "tap_cdr.sandbox", "--port", "0", *data, *timing],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -86,55 +85,100 @@ def start_sandbox(records: int, latency_ms: float) -> tuple[subprocess.Popen, st
     return proc, url
 
 
-def tap_config(url: str, page_size: int, concurrency: int, tmp: Path) -> Path:
-    path = tmp / f"tap-{page_size}-{concurrency}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "start_date": (ANCHOR - timedelta(days=400)).isoformat(),
-                "end_date": (ANCHOR + timedelta(hours=1)).isoformat(),
-                "cdr_v3": {
-                    "base_url": url,
-                    "token": TOKEN,
-                    "page_size": page_size,
-                    "window_hours": 24 * 400,
-                    "max_concurrency": concurrency,
-                },
-            }
-        )
-    )
+def tap_config(scenario: Scenario, url: str, concurrency: int, tmp: Path) -> Path:
+    window = {
+        "start_date": (ANCHOR - timedelta(days=400)).isoformat(),
+        "end_date": (ANCHOR + timedelta(hours=1)).isoformat(),
+    }
+    vcc = {"customer": "sandbox", "api_token": VCC_TOKEN, "base_url": url}
+    if scenario.api == "v3":
+        config = {
+            **window,
+            "cdr_v3": {
+                "base_url": url,
+                "token": TOKEN,
+                "page_size": scenario.page_size,
+                "window_hours": 24 * 400,
+                "max_concurrency": concurrency,
+            },
+        }
+    elif scenario.api == "sweep":
+        first = ANCHOR - timedelta(seconds=VCC_STEP * scenario.records)
+        config = {
+            "start_date": (first - timedelta(days=1)).isoformat(),
+            "end_date": window["end_date"],
+            "cdr_by_uuid": {**vcc, "page_size": scenario.page_size, "max_concurrency": concurrency},
+        }
+    else:
+        items = tmp / "uuids.txt"
+        if not items.exists():
+            dataset = ["--vcc-records", str(scenario.records), "--vcc-step-seconds", str(VCC_STEP)]
+            printed = subprocess.run(
+                [
+                    PYTHON,
+                    "-m",
+                    "tap_cdr.sandbox",
+                    *dataset,
+                    "--anchor",
+                    ANCHOR.isoformat(),
+                    "--print-vcc-uuids",
+                    str(scenario.records),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            items.write_text(printed.stdout)
+        config = {
+            **window,
+            "cdr_by_uuid": {
+                **vcc,
+                "list_cdrs": False,
+                "uuids_file": str(items),
+                "max_concurrency": concurrency,
+            },
+        }
+    path = tmp / f"tap-{scenario.api}-{scenario.page_size}-{concurrency}.json"
+    path.write_text(json.dumps(config))
     return path
 
 
-def contenders_for(scenario: Scenario, url: str, tmp: Path) -> list[Contender]:
+def contenders_for(
+    scenario: Scenario, url: str, tmp: Path, baseline: Path | None
+) -> list[Contender]:
     result = []
     for name in scenario.contenders:
         if name.startswith("tap-cdr"):
             for concurrency in scenario.concurrency:
-                label = name if len(scenario.concurrency) == 1 else f"tap-cdr c={concurrency}"
-                config = tap_config(url, scenario.page_size, concurrency, tmp)
-                result.append(
-                    Contender(label, [PYTHON, "-m", "tap_cdr.tap", "--config", str(config)])
-                )
+                label = name if len(scenario.concurrency) == 1 else f"{name} c={concurrency}"
+                config = str(tap_config(scenario, url, concurrency, tmp))
+                argv = [PYTHON, "-m", "tap_cdr.tap", "--config", config]
+                if name == "tap-cdr baseline":
+                    if baseline is None:
+                        continue
+                    label = label.replace("baseline", f"({build(baseline)})")
+                    result.append(Contender(label, argv, {"PYTHONPATH": str(baseline)}))
+                else:
+                    result.append(Contender(label, argv))
         else:
-            argv = [
-                PYTHON,
-                str(ROOT / "benchmarks" / "bare_loop.py"),
-                url,
-                TOKEN,
-                str(scenario.page_size),
-            ]
+            argv = [PYTHON, str(ROOT / "benchmarks" / "bare_loop.py"), url]
+            if scenario.api == "sweep":
+                first = ANCHOR - timedelta(seconds=VCC_STEP * scenario.records)
+                argv += [VCC_TOKEN, str(scenario.page_size), "--vcc-days", first.date().isoformat()]
+                argv += [(ANCHOR + timedelta(days=1)).date().isoformat()]
+            else:
+                argv += [TOKEN, str(scenario.page_size)]
             if name == "orjson loop":
                 argv.append("--orjson")
             result.append(Contender(name, argv))
     return result
 
 
-def run_scenario(scenario: Scenario, pairs: int) -> list[Contender]:
-    sandbox, url = start_sandbox(scenario.records, scenario.latency_ms)
+def run_scenario(scenario: Scenario, pairs: int, baseline: Path | None) -> list[Contender]:
+    sandbox, url = start_sandbox(scenario)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            contenders = contenders_for(scenario, url, Path(tmp))
+            contenders = contenders_for(scenario, url, Path(tmp), baseline)
             for contender in contenders:  # warm-up, also fills the sandbox's cache
                 contender.run()
                 contender.seconds.clear()
@@ -172,8 +216,14 @@ def summarise(scenario: Scenario, contenders: list[Contender]) -> list[str]:
     return lines
 
 
+BASE = "tap-cdr baseline"  # the build given by --baseline, run alongside
 SCENARIOS = [
-    Scenario("200k records, page 1000, no latency", 200_000, 1000),
+    Scenario(
+        "200k records, page 1000, no latency",
+        200_000,
+        1000,
+        contenders=["tap-cdr", BASE, "json loop", "orjson loop"],
+    ),
     Scenario(
         "200k records, page 1000, no latency: sequential and default concurrency",
         200_000,
@@ -182,35 +232,61 @@ SCENARIOS = [
         ["tap-cdr", "json loop"],
         (1, 4),
     ),
-    Scenario("200k records, page 100, no latency", 200_000, 100),
+    Scenario(
+        "200k records, page 100, no latency", 200_000, 100, 0.0, ["tap-cdr", BASE, "json loop"]
+    ),
     Scenario(
         "200k records, page 100, 50 ms latency: concurrency",
         200_000,
         100,
         50.0,
-        ["tap-cdr"],
+        ["tap-cdr", BASE],
         (1, 8),
+        pairs=3,
     ),
     Scenario(
         "200k records, page 1000, 50 ms latency: concurrency",
         200_000,
         1000,
         50.0,
-        ["tap-cdr"],
+        ["tap-cdr", BASE],
         (1, 8),
     ),
     Scenario(
-        "2M records, page 1000, no latency: memory", 2_000_000, 1000, 0.0, ["tap-cdr", "json loop"]
+        "2M records, page 1000, no latency: memory",
+        2_000_000,
+        1000,
+        0.0,
+        ["tap-cdr", BASE, "json loop"],
+        pairs=3,
+    ),
+    Scenario(
+        "VCC CDR log sweep, 100k calls, page 500, no latency",
+        100_000,
+        500,
+        0.0,
+        ["tap-cdr", "json loop", "orjson loop"],
+        api="sweep",
+    ),
+    Scenario(
+        "VCC lookups, 2,000 uuids, 50 ms latency: concurrency",
+        2_000,
+        1,
+        50.0,
+        ["tap-cdr"],
+        (1, 8),
+        pairs=3,
+        api="lookups",
     ),
 ]
 
 
-def build() -> str:
+def build(where: Path = ROOT) -> str:
     """The commit measured, and whether the working tree differed from it."""
     try:
         commit = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
-            cwd=ROOT,
+            cwd=where,
             capture_output=True,
             text=True,
             check=True,
@@ -226,6 +302,11 @@ def main() -> None:
     parser.add_argument("--only", help="run the scenarios whose name contains this")
     parser.add_argument("--records", type=int, help="override every scenario's record count")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier build, run alongside on the same scenarios",
+    )
     args = parser.parse_args()
 
     lines = [
@@ -251,7 +332,7 @@ def main() -> None:
         if args.records:
             scenario.records = args.records
         print(f"running: {scenario.name}", file=sys.stderr, flush=True)
-        contenders = run_scenario(scenario, scenario.pairs or args.pairs)
+        contenders = run_scenario(scenario, scenario.pairs or args.pairs, args.baseline)
         block = summarise(scenario, contenders)
         print("\n".join(block), flush=True)
         lines += block

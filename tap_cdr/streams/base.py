@@ -21,7 +21,9 @@ else:
     from typing_extensions import override
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
+
+    from singer_sdk.helpers.types import Context
 
 
 def _schema_dir() -> Path:
@@ -51,6 +53,15 @@ class BookmarkedStream(CommitPointBookmarks, CdrApiStream):
         # The tap's writer buffers RECORD lines until the next message; the SDK
         # writes no STATE when the state did not change, so a commit flushes them.
         self._flush_records: Callable[[], None] = getattr(tap.message_writer, "flush", lambda: None)
+
+    @override
+    def generate_child_contexts(
+        self, record: dict[str, Any], context: Context | None
+    ) -> Iterable[Context | None]:
+        # No child streams: skip the SDK's per-record copy of the context for them.
+        if not self.child_streams:
+            return ()
+        return super().generate_child_contexts(record, context)
 
     def sync_range(self) -> tuple[datetime, datetime]:
         """The call end times this run reads: [bookmark - lookback, end_date)."""

@@ -354,6 +354,7 @@ class CdrByUuidStream(BookmarkedStream):
         """
         normalize = self.normalize
         emitted = seen[read.unit.date]
+        day_before = seen.get(read.unit.date - timedelta(days=1), set())
         previous: tuple[Any, ...] | None = None
         for _ in range(MAX_DAY_PASSES):
             for page in pager.pages(read):
@@ -364,7 +365,7 @@ class CdrByUuidStream(BookmarkedStream):
                             f"cdr_by_uuid: a CDR log row of {read.unit.label()} has no uuid: "
                             f"{str(raw)[:300]}"
                         )
-                    if any(uuid in ids for ids in seen.values()):
+                    if uuid in emitted or uuid in day_before:
                         continue
                     record = normalize(raw)
                     ended = record["time_ended"]
