@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 UTC = timezone.utc
+_ABSENT = object()
 ZERO_DATES = frozenset({"0000-00-00 00:00:00", "0000-00-00"})
 
 V3_TIME_FIELDS = (
@@ -304,11 +305,49 @@ def derive_time_ended(
     return ended.isoformat()
 
 
+class EndTimes:
+    """`derive_time_ended` on this module's own RFC 3339 UTC starts, with the minute
+    arithmetic cached: a sweep's calls start and end in few distinct minutes."""
+
+    CACHE_LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self._epochs: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> epoch seconds
+        self._minutes: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM"
+
+    def __call__(self, start_utc: Any, ringtime: Any, billingtime: Any) -> str | None:
+        seconds = (ringtime or 0) + (billingtime or 0)
+        if (
+            start_utc.__class__ is not str
+            or len(start_utc) != 25
+            or start_utc[19:] != "+00:00"
+            or seconds.__class__ is not int
+        ):
+            return derive_time_ended(start_utc, ringtime, billingtime)
+        epoch = self._epochs.get(start_utc[:16])
+        if epoch is None:
+            epoch = int(datetime.fromisoformat(start_utc[:16] + ":00+00:00").timestamp())
+            _remember(self._epochs, start_utc[:16], epoch, self.CACHE_LIMIT)
+        minute, second = divmod(epoch + int(start_utc[17:19]) + seconds, 60)
+        prefix = self._minutes.get(minute)
+        if prefix is None:
+            prefix = datetime.fromtimestamp(minute * 60, UTC).isoformat()[:16]
+            _remember(self._minutes, minute, prefix, self.CACHE_LIMIT)
+        return f"{prefix}:{second:02d}+00:00"
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+
+
 class VccNormalizer:
     """Normalise VCC Live CDRs: `*_utc` to RFC 3339, locals kept, blanks to null."""
 
     def __init__(self) -> None:
         self.utc = UtcConverter(UTC)
+        self.time_ended = EndTimes()
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
         record = dict(raw)
@@ -322,20 +361,21 @@ class VccNormalizer:
 
     def _apply(self, record: dict[str, Any]) -> None:  # noqa: C901 (one branch per field kind)
         # Per record and per field: values already of their type are left alone.
-        utc = self.utc
+        utc, get = self.utc, record.get
         for name in VCC_UTC_FIELDS:
-            if name in record:
-                record[name] = utc(record[name], name)
+            value = get(name, _ABSENT)
+            if value is not _ABSENT:
+                record[name] = utc(value, name)
         for name in VCC_LOCAL_TIME_FIELDS:
-            value = record.get(name)
+            value = get(name)
             if value == "" or value in ZERO_DATES:
                 record[name] = None
         for name in VCC_INTEGER_FIELDS:
-            value = record.get(name)
-            if value.__class__ is not int and name in record:
+            value = get(name, _ABSENT)
+            if value.__class__ is not int and value is not _ABSENT:
                 record[name] = to_int(value, name)
         for name in VCC_TEXT_FIELDS:
-            value = record.get(name)
+            value = get(name)
             if value is not None and (value.__class__ is not str or not value):
                 record[name] = to_text(value)
         if "special" in record:
@@ -346,6 +386,6 @@ class VccNormalizer:
             merged = {**(to_object(misspelled, CUSTOM_FIELDS) or {})}
             merged.update(to_object(correct, CUSTOM_FIELDS) or {})
             record[CUSTOM_FIELDS] = merged
-        record["time_ended"] = derive_time_ended(
+        record["time_ended"] = self.time_ended(
             record.get("start_ts_utc"), record.get("ringtime"), record.get("billingtime")
         )

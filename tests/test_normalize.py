@@ -165,3 +165,17 @@ def test_numbers_parse_or_raise_the_documented_error(value):
         except NormalizationError:
             continue
         assert result is None or type(result) in (int, Decimal)
+
+
+@given(
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.one_of(st.none(), st.integers(0, 200_000)),
+    st.one_of(st.none(), st.integers(0, 200_000)),
+)
+def test_cached_end_times_equal_the_plain_derivation(start, ring, billing):
+    from tap_cdr.normalize import EndTimes, derive_time_ended
+
+    start_utc = start.replace(microsecond=0).isoformat() + "+00:00"
+    end_times = EndTimes()
+    for _ in range(2):  # computed, then from the cache
+        assert end_times(start_utc, ring, billing) == derive_time_ended(start_utc, ring, billing)

@@ -207,3 +207,28 @@ def test_kill_9_mid_sweep_resumes_at_the_last_complete_date(vcc_log, tmp_path):
     assert Counter(resumed.ids_of("uuid")).most_common(1)[0][1] == 1
     # The resume starts at the last complete date (less the lookback), not at the start.
     assert len(resumed.records) < len(expected(server))
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"status_503": 3},
+        {"status_429": 2, "retry_after": 1},
+        {"reset": 2},
+        {"truncate": 2},
+        {"malformed": 2},
+        {"latency_ms": 15, "rate_429": 0.1, "retry_after": 0},
+    ],
+    ids=["503 burst", "429 + Retry-After", "reset", "truncated", "malformed", "latency + 429s"],
+)
+def test_faults_on_the_listing_are_retried_and_lose_nothing(vcc_log, faults, caplog):
+    server = vcc_log()
+    server.config.faults.update(faults)
+    config = sweep_config(server, page_size=20, max_concurrency=8)
+    config.update(max_retry_wait_seconds=1)
+    with caplog.at_level(logging.WARNING):
+        result = run_tap(config)
+    assert sorted(result.ids_of("uuid")) == expected(server)
+    assert Counter(result.ids_of("uuid")).most_common(1)[0][1] == 1
+    assert server.config.faults.fired
+    assert any("retrying" in r.getMessage() for r in caplog.records)
