@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -12,11 +14,34 @@ import duckdb
 parser = argparse.ArgumentParser()
 parser.add_argument("path")
 parser.add_argument("--extracted", default="?")
-parser.add_argument("--expected", type=int)
+parser.add_argument("--expected", type=int, help="cdr_v3 calls the sandbox serves")
 parser.add_argument("--state")
+parser.add_argument("--sandbox", help="the sandbox URL, for the VCC ground truth")
+parser.add_argument("--uuids-file", help="the demo's uuids file (announced calls)")
+parser.add_argument("--uuids-before", help="cdr_by_uuid uuids loaded before this run")
+parser.add_argument("--save-uuids", help="write the cdr_by_uuid uuids loaded so far, and exit")
 args = parser.parse_args()
 
+
+def sandbox(path: str, body: dict | None = None) -> dict:
+    """A control route of the sandbox (loopback only; this venv has no requests)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{args.sandbox}{path}", data=data)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
 db = duckdb.connect(args.path, read_only=True)
+tables = {name for (name,) in db.sql("select table_name from information_schema.tables").fetchall()}
+loaded = (
+    [u for (u,) in db.sql("select uuid from tap_cdr.cdr_by_uuid").fetchall()]
+    if "cdr_by_uuid" in tables
+    else []
+)
+if args.save_uuids:
+    Path(args.save_uuids).write_text("".join(f"{u}\n" for u in loaded))
+    sys.exit(0)
+
 table = "tap_cdr.cdr_v3"
 rows, distinct, first, last = db.sql(
     f"select count(*), count(distinct id), min(time_ended), max(time_ended) from {table}"
@@ -35,20 +60,53 @@ for column in ("status", "direction"):
     ).fetchall():
         print(f"    {value or '(blank)':<12} {count}")
 
-tables = {name for (name,) in db.sql("select table_name from information_schema.tables").fetchall()}
-if "cdr_by_uuid" in tables:
-    (lookups,) = db.sql("select count(*) from tap_cdr.cdr_by_uuid").fetchone()
-    print(f"  rows in tap_cdr.cdr_by_uuid : {lookups}")
-if args.state:
-    try:
-        state = json.loads(Path(args.state).read_text())
-        pending = state["singer_state"]["bookmarks"]["cdr_by_uuid"].get("pending", {})
-        print(f"  cdr_by_uuid pending in state: {len(pending)} {sorted(pending)}")
-    except (OSError, ValueError, KeyError):
-        pass
-
+failed = False
 if args.expected is not None:
     verdict = "OK" if rows == args.expected == distinct else "MISMATCH"
     print(f"  sandbox served {args.expected} calls in the window: {verdict}")
-    if verdict != "OK":
-        sys.exit(1)
+    failed |= verdict != "OK"
+
+if loaded:
+    print(f"  rows in tap_cdr.cdr_by_uuid : {len(loaded)} ({len(set(loaded))} distinct uuids)")
+if args.state:
+    try:
+        state = json.loads(Path(args.state).read_text())["singer_state"]["bookmarks"]
+        pending = state["cdr_by_uuid"].get("pending", {})
+        print(f"  cdr_by_uuid pending in state: {len(pending)} {sorted(pending)}")
+    except (OSError, ValueError, KeyError):
+        pass
+if args.sandbox:
+    announced = [
+        line.strip().rsplit("/", 1)[-1]
+        for line in Path(args.uuids_file).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    end = datetime.now(timezone.utc) - timedelta(minutes=5)
+    query = {
+        "ended_from": (end - timedelta(days=30)).isoformat(),
+        "ended_to": end.isoformat(),
+        "uuids": announced,
+    }
+    truth = sandbox("/_sandbox/truth", query)
+    expected = set(truth["ended_in_range"]) | set(truth["registered"])
+    only_by_sweep = set(truth["ended_in_range"]) - set(announced)
+    verdict = "OK" if sorted(loaded) == sorted(expected) else "MISMATCH"
+    print(
+        f"  VCC calls registered in the window, or announced: {len(expected)} "
+        f"({len(set(announced))} announced in the uuids file, {len(only_by_sweep)} found "
+        f"only by the CDR log sweep): {verdict}"
+    )
+    failed |= verdict != "OK"
+    stats = sandbox("/_sandbox/stats")
+    before = set()
+    if args.uuids_before and Path(args.uuids_before).exists():
+        before = set(Path(args.uuids_before).read_text().split())
+    looked_up = set(stats["vcc_lookups"])
+    again = looked_up & before
+    print(
+        f"  this run: {stats['vcc_list_requests']} CDR log requests, lookups of "
+        f"{len(looked_up)} uuids, of which already loaded before this run: {len(again)}"
+    )
+    failed |= bool(again)
+if failed:
+    sys.exit(1)

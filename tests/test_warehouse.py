@@ -48,7 +48,7 @@ def psql(sql: str) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def sandbox_env():
+def sandbox_env(tmp_path_factory):
     server = start(
         SandboxConfig(
             v3=V3Dataset(records=RECORDS, anchor=ANCHOR, step_seconds=1200),
@@ -58,6 +58,8 @@ def sandbox_env():
     vcc = server.config.vcc
     env = {
         **os.environ,
+        # A system database of the test's own: its state never reaches the demo's.
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path_factory.mktemp('meltano')}/meltano.db",
         "TAP_CDR_START_DATE": "2024-03-01T00:00:00Z",
         "TAP_CDR_END_DATE": "2024-03-11T00:00:00Z",
         "TAP_CDR_CDR_V3_BASE_URL": server.url,

@@ -4,6 +4,17 @@ Routes (TEL4VN v3):
 - ``POST /v3/auth/token`` with ``{"api_key": ...}`` issues a Bearer token.
 - ``GET /v3/cdr`` lists CDRs newest first, with the documented filters and quirks:
   no data unless both ``limit`` and ``offset`` are sent, and the echoed offset is -1.
+
+Routes (VCC Live, HTTP Basic):
+- ``GET /v2/cdrs/{year}/{month}[/{day}]`` lists a day's (or month's) CDRs with ``num``
+  (10 without it, capped), ``start`` and ``projectid``, in no particular order.
+- ``GET /v2/cdr/{year}/{month}/{uuid}`` looks one CDR up.
+
+Control routes (no auth; the sandbox binds 127.0.0.1 only):
+- ``POST /_sandbox/faults``, ``POST /_sandbox/release`` (late-registered calls appear).
+- ``POST /_sandbox/truth`` with ``{"ended_from", "ended_to", "uuids"}``: the ground truth
+  for checks: the registered VCC calls that ended in the range, and which of the
+  given uuids are registered; ``GET /_sandbox/stats``: requests served, per route.
 """
 
 from __future__ import annotations
@@ -16,7 +27,9 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
@@ -151,6 +164,10 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return self.v3_token()
         if method == "POST" and path == "/_sandbox/faults":
             return self.control_faults()
+        if method == "POST" and path == "/_sandbox/truth":
+            return self.vcc_truth()
+        if method == "GET" and path == "/_sandbox/stats":
+            return self.stats()
         if method == "POST" and path == "/_sandbox/release":
             self.server.config.v3.hidden.clear()
             self.server.config.vcc.hidden.clear()
@@ -386,6 +403,31 @@ class SandboxHandler(BaseHTTPRequestHandler):
         else:
             response = b'{"rows":[' + page + b'],"totalCount":%d}' % len(rows)
         self.send_json(200, b'{"response":' + response + b',"errors":[]}')
+
+    def vcc_truth(self) -> None:
+        try:
+            query = json.loads(self.read_body() or b"{}")
+            lo = datetime.fromisoformat(query["ended_from"]).timestamp()
+            hi = datetime.fromisoformat(query["ended_to"]).timestamp()
+        except (ValueError, KeyError, TypeError) as exc:
+            return self.error(400, f"expected ended_from and ended_to: {exc}")
+        data = self.server.config.vcc
+        registered = [i for i in range(data.records) if self.vcc_registered(i)]
+        in_range = [data.uuids[i] for i in registered if lo <= data.ended_epoch(i) < hi]
+        known = {data.uuids[i] for i in registered}
+        asked = [u for u in query.get("uuids", []) if u in known]
+        return self.send_json(200, {"ended_in_range": in_range, "registered": asked})
+
+    def stats(self) -> None:
+        with self.server.lock:
+            log = list(self.server.request_log)
+        lookups = [p.split("?")[0].rsplit("/", 1)[-1] for _, p in log if p.startswith("/v2/cdr/")]
+        counts = {
+            "v3_list_requests": sum(1 for _, p in log if p.startswith("/v3/cdr")),
+            "vcc_list_requests": sum(1 for _, p in log if p.startswith("/v2/cdrs/")),
+            "vcc_lookups": dict(Counter(lookups)),
+        }
+        return self.send_json(200, counts)
 
     def vcc_not_available(self) -> None:
         style = self.server.config.vcc_pending_style
