@@ -169,49 +169,47 @@ class UuidFile:
 
     def chunks(self) -> Iterator[FileChunk]:
         """The lines added since the saved position, in chunks of complete lines."""
-        start, hasher = self._resume()
-        if start is None:
+        prefix = self._resume()
+        if prefix is None:
             # The file no longer holds what was read: first the lines appended to it
             # before it was rotated, then the new file from its start.
             yield from self._rotated_remainder()
-            start, hasher = 0, hashlib.sha256()
-        yield from self._read_from(self.path, start, hasher, position_of=self.path)
+            prefix = _Prefix(hashlib.sha256(), 0, 0)
+        yield from self._read_from(self.path, prefix, position_of=self.path)
 
-    def _resume(self) -> tuple[int | None, Any]:
+    def _resume(self) -> _Prefix | None:
         saved = self.saved
         if saved is None or saved.get("path") != str(self.path):
-            return 0, hashlib.sha256()
+            return _Prefix(hashlib.sha256(), 0, 0)
         offset = saved["offset"]
-        hasher, size = _prefix_hash(self.path, offset)
-        if size < offset:
+        prefix = _Prefix.of(self.path, offset)
+        if prefix.length < offset:
             self.reread_reason = f"it is shorter than the {offset} bytes read before (truncated)"
-            return None, None
-        if hasher.hexdigest() != saved["sha256"]:
+            return None
+        if prefix.hasher.hexdigest() != saved["sha256"]:
             self.reread_reason = "its first bytes changed (replaced or rotated)"
-            return None, None
-        return offset, hasher
+            return None
+        return prefix
 
     def _rotated_remainder(self) -> Iterator[FileChunk]:
         saved = self.saved
         assert saved is not None
-        offset = saved["offset"]
         name = self.path.name
         for sibling in sorted(self.path.parent.iterdir()):
             if not sibling.name.startswith(name) or sibling.name == name or not sibling.is_file():
                 continue
-            hasher, size = _prefix_hash(sibling, offset)
-            if size >= offset and hasher.hexdigest() == saved["sha256"]:
+            prefix = _Prefix.of(sibling, saved["offset"])
+            if prefix.length == saved["offset"] and prefix.hasher.hexdigest() == saved["sha256"]:
                 # Its position is that of the new file's start: once these lines are
                 # processed, the new file is read from its first byte.
-                yield from self._read_from(sibling, offset, hasher, position_of=None)
+                yield from self._read_from(sibling, prefix, position_of=None)
                 return
 
     def _read_from(
-        self, path: Path, offset: int, hasher: Any, position_of: Path | None
+        self, path: Path, prefix: _Prefix, position_of: Path | None
     ) -> Iterator[FileChunk]:
+        hasher, offset, line_number = prefix.hasher, prefix.length, prefix.lines + 1
         with path.open("rb") as handle:
-            handle.seek(0)
-            line_number = sum(block.count(b"\n") for block in _blocks(handle, offset)) + 1
             handle.seek(offset)
             pending = b""
             for block in _blocks(handle, None):
@@ -229,11 +227,13 @@ class UuidFile:
                     yield FileChunk(items, self._position(position_of, offset, hasher))
 
     def _parse(self, lines: list[bytes], path: Path, first_line: int) -> list[WorkItem]:
+        source = f"uuids_file {path.name}"
+        data = b"\n".join(lines)
         try:
-            text = [line.decode("utf-8") for line in lines]
-            return parse_lines(text, f"uuids_file {path.name}", first_line)
-        except UnicodeDecodeError:
-            problem = "is not UTF-8 text"
+            return parse_lines(data.decode("utf-8").split("\n"), source, first_line)
+        except UnicodeDecodeError as exc:
+            number = first_line + data.count(b"\n", 0, exc.start)
+            problem = f"{source} line {number} is not UTF-8 text"
         except UuidListError as exc:
             problem = str(exc)
         raise WorkListError(
@@ -248,6 +248,26 @@ class UuidFile:
         return {"path": str(path), "offset": offset, "sha256": hasher.hexdigest()}
 
 
+@dataclass
+class _Prefix:
+    """The first bytes of a file: their SHA-256 (to go on with), length and lines."""
+
+    hasher: Any
+    length: int
+    lines: int
+
+    @classmethod
+    def of(cls, path: Path, length: int) -> _Prefix:
+        """The file's first ``length`` bytes (fewer if it is shorter)."""
+        prefix = cls(hashlib.sha256(), 0, 0)
+        with path.open("rb") as handle:
+            for block in _blocks(handle, length):
+                prefix.hasher.update(block)
+                prefix.length += len(block)
+                prefix.lines += block.count(b"\n")
+        return prefix
+
+
 def _blocks(handle: Any, limit: int | None) -> Iterator[bytes]:
     left = limit
     while left is None or left > 0:
@@ -257,13 +277,3 @@ def _blocks(handle: Any, limit: int | None) -> Iterator[bytes]:
         if left is not None:
             left -= len(block)
         yield block
-
-
-def _prefix_hash(path: Path, length: int) -> tuple[Any, int]:
-    """The SHA-256 of the file's first ``length`` bytes (fewer if shorter), and its size."""
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in _blocks(handle, length):
-            hasher.update(block)
-        handle.seek(0, 2)
-        return hasher, handle.tell()

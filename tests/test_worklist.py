@@ -340,3 +340,10 @@ def test_a_malformed_line_stops_the_tap_naming_it(vcc, tmp_path):
     path.write_text(f"{dated(server, 3)}\n2024/03/not-a-uuid\n")
     with pytest.raises(FatalAPIError, match=r"calls\.txt line 2"):
         run_tap(lookup_config(server, path))
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "calls.txt"
+    path.write_bytes(f"{U1}\n".encode() + b"\xff\xfe-not-text\n")
+    with pytest.raises(WorkListError, match=r"calls\.txt line 2 is not UTF-8"):
+        read(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from functools import cached_property
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_cdr import settings
 from tap_cdr.client import CdrApiError, CdrApiStream
+from tap_cdr.pager import Prefetch
 from tap_cdr.sdk_private import CommitPointBookmarks
 from tap_cdr.windows import parse_instant, sync_range
 
@@ -43,6 +46,8 @@ class BookmarkedStream(CommitPointBookmarks, CdrApiStream):
     every commit, so a killed sync resumes from the last one."""
 
     replication_key = "time_ended"
+    #: What a 429 lowers the concurrency for (the pager resets it at the next one).
+    paging_unit = "unit"
     is_sorted = False
     # normalize.py conforms every record to the schema; the SDK's recursive
     # conformance would redo that work per record.
@@ -62,6 +67,26 @@ class BookmarkedStream(CommitPointBookmarks, CdrApiStream):
         if not self.child_streams:
             return ()
         return super().generate_child_contexts(record, context)
+
+    @cached_property
+    def prefetch(self) -> Prefetch:
+        return Prefetch(self.max_concurrency, self.logger, self.name)
+
+    @override
+    def backoff_handler(self, details: Any) -> None:
+        response = getattr(details.get("exception"), "response", None)
+        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            before, after = self.prefetch.lower()
+            if after < before:
+                self.logger.warning(
+                    "%s: 429 Too Many Requests: lowering concurrency from %d to %d for the "
+                    "rest of this %s",
+                    self.name,
+                    before,
+                    after,
+                    self.paging_unit,
+                )
+        super().backoff_handler(details)
 
     def sync_range(self) -> tuple[datetime, datetime]:
         """The call end times this run reads: [bookmark - lookback, end_date)."""

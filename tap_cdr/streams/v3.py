@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from functools import cached_property
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk import StreamSchema
@@ -15,7 +14,7 @@ from tap_cdr import settings
 from tap_cdr.auth import V3TokenAuthenticator
 from tap_cdr.client import CdrApiError, json_body
 from tap_cdr.normalize import V3Normalizer
-from tap_cdr.pager import Page, Pager, Plan, Prefetch, Read, plan_window
+from tap_cdr.pager import Page, Pager, Plan, Read, plan_window
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
 from tap_cdr.windows import Window, split
 
@@ -47,12 +46,9 @@ class CdrV3Stream(BookmarkedStream):
     name = "cdr_v3"
     path = "/v3/cdr"
     settings_key = "cdr_v3"
+    paging_unit = "window"
     primary_keys = ("id",)
     schema = StreamSchema(SCHEMAS)
-
-    @cached_property
-    def prefetch(self) -> Prefetch:
-        return Prefetch(self.v3.max_concurrency, self.logger, self.name)
 
     @cached_property
     def pager(self) -> Pager[Window]:
@@ -129,20 +125,6 @@ class CdrV3Stream(BookmarkedStream):
     def parse_page(self, response: requests.Response) -> tuple[list[dict[str, Any]], int | None]:
         body = json_body(response)
         return body["data"], body["total"]
-
-    @override
-    def backoff_handler(self, details: Any) -> None:
-        response = getattr(details.get("exception"), "response", None)
-        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
-            before, after = self.prefetch.lower()
-            if after < before:
-                self.logger.warning(
-                    "cdr_v3: 429 Too Many Requests: lowering concurrency from %d to %d "
-                    "for the rest of this window",
-                    before,
-                    after,
-                )
-        super().backoff_handler(details)
 
     # -- windows and state ---------------------------------------------------------
 

@@ -28,7 +28,7 @@ from tap_cdr import settings
 from tap_cdr.auth import HTTPBasicAuth
 from tap_cdr.client import CdrApiError, json_body
 from tap_cdr.normalize import VccNormalizer
-from tap_cdr.pager import Page, Pager, Prefetch, Read, ordered, plan_listing
+from tap_cdr.pager import Page, Pager, Read, ordered, plan_listing
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
 from tap_cdr.uuids import WorkItem, month_candidates
 from tap_cdr.windows import listed_through, listing_days
@@ -85,6 +85,7 @@ class CdrByUuidStream(BookmarkedStream):
     name = "cdr_by_uuid"
     path = "/v2/cdr/{year}/{month}/{uuid}"
     settings_key = "cdr_by_uuid"
+    paging_unit = "date, or batch of lookups"
     primary_keys = ("uuid",)
     schema = StreamSchema(SCHEMAS)
 
@@ -117,10 +118,6 @@ class CdrByUuidStream(BookmarkedStream):
     @cached_property
     def normalize(self) -> VccNormalizer:
         return VccNormalizer()
-
-    @cached_property
-    def prefetch(self) -> Prefetch:
-        return Prefetch(self.vcc.max_concurrency, self.logger, self.name)
 
     # -- HTTP ----------------------------------------------------------------------
 
@@ -211,20 +208,6 @@ class CdrByUuidStream(BookmarkedStream):
         if isinstance(found, list):
             return [item for item in found if isinstance(item, dict) and item], None
         return ([found] if found else []), None
-
-    @override
-    def backoff_handler(self, details: Any) -> None:
-        response = getattr(details.get("exception"), "response", None)
-        if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
-            before, after = self.prefetch.lower()
-            if after < before:
-                self.logger.warning(
-                    "cdr_by_uuid: 429 Too Many Requests: lowering concurrency from %d to %d "
-                    "for the rest of this day or batch of lookups",
-                    before,
-                    after,
-                )
-        super().backoff_handler(details)
 
     # -- the run -------------------------------------------------------------------
 
