@@ -5,13 +5,18 @@ VENV := .venv
 # gets a virtualenv of its own.
 MELTANO_VENV := .venv-meltano
 TOOLS_VENV := .venv-tools
+# The warehouse emulators, each in a virtualenv of its own: their pins conflict
+# (fakesnow needs snowflake-connector-python below 5, bqemulator a given duckdb).
+FAKESNOW_VENV := .venv-fakesnow
+BQEMULATOR_VENV := .venv-bqemulator
 
 .PHONY: demo test bench lint format sandbox clean
 
 demo: $(VENV)/.installed $(MELTANO_VENV)/.installed
 	bash scripts/demo.sh
 
-test: $(VENV)/.installed $(TOOLS_VENV)/.installed $(MELTANO_VENV)/.installed
+test: $(VENV)/.installed $(TOOLS_VENV)/.installed $(MELTANO_VENV)/.installed \
+		$(FAKESNOW_VENV)/.installed $(BQEMULATOR_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -50,5 +55,19 @@ $(TOOLS_VENV)/.installed:
 	$(TOOLS_VENV)/bin/pip install --quiet 'singer-tools==0.4.1'
 	touch $@
 
+$(FAKESNOW_VENV)/.installed:
+	$(PYTHON) -m venv $(FAKESNOW_VENV)
+	$(FAKESNOW_VENV)/bin/pip install --quiet 'fakesnow[server]==0.12.1' 'snowflake-connector-python<5'
+	touch $@
+
+$(BQEMULATOR_VENV)/.installed:
+	$(PYTHON) -m venv $(BQEMULATOR_VENV)
+	$(BQEMULATOR_VENV)/bin/pip install --quiet 'bqemulator==1.4.0' 'duckdb==1.5.5' \
+		'duckdb-extension-spatial==1.5.5' numpy
+	# bqemulator loads DuckDB's spatial extension, which DuckDB would download:
+	# install it from its package instead (CI has no internet).
+	$(BQEMULATOR_VENV)/bin/python scripts/install_duckdb_spatial.py
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(MELTANO_VENV) $(TOOLS_VENV) .meltano output
+	rm -rf $(VENV) $(MELTANO_VENV) $(TOOLS_VENV) $(FAKESNOW_VENV) $(BQEMULATOR_VENV) .meltano output

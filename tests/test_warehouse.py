@@ -14,25 +14,25 @@ import os
 import shutil
 import subprocess
 from datetime import datetime, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from tap_cdr.sandbox import SandboxConfig, V3Dataset, start
-from tap_cdr.sandbox.data import VccDataset
 from tests.conftest import ANCHOR, run_tap
+from tests.warehouse_support import (
+    RECORDS,
+    ROOT,
+    ensure_loader,
+    meltano,
+    run_pipeline,
+    sandbox_env,
+    unavailable,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
+__all__ = ["sandbox_env"]  # a fixture
+
 PG_URL = os.environ.get("TAP_CDR_PG_URL", "postgresql://tapcdr:tapcdr@127.0.0.1:5432/tapcdr")
-RECORDS = 300
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI must run the warehouse tests")
-    pytest.skip(reason)
 
 
 def psql(sql: str) -> list[list[str]]:
@@ -45,58 +45,6 @@ def psql(sql: str) -> list[list[str]]:
     )
     assert proc.returncode == 0, proc.stderr
     return [line.split("\t") for line in proc.stdout.splitlines() if line]
-
-
-@pytest.fixture(scope="module")
-def sandbox_env(tmp_path_factory):
-    server = start(
-        SandboxConfig(
-            v3=V3Dataset(records=RECORDS, anchor=ANCHOR, step_seconds=1200),
-            vcc=VccDataset(records=8, anchor=ANCHOR),
-        )
-    )
-    vcc = server.config.vcc
-    env = {
-        **os.environ,
-        # A system database of the test's own: its state never reaches the demo's.
-        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path_factory.mktemp('meltano')}/meltano.db",
-        "TAP_CDR_START_DATE": "2024-03-01T00:00:00Z",
-        "TAP_CDR_END_DATE": "2024-03-11T00:00:00Z",
-        "TAP_CDR_CDR_V3_BASE_URL": server.url,
-        "TAP_CDR_CDR_V3_TOKEN": "sandbox-token",
-        "TAP_CDR_CDR_BY_UUID_BASE_URL": server.url,
-        "TAP_CDR_CDR_BY_UUID_CUSTOMER": "sandbox",
-        "TAP_CDR_CDR_BY_UUID_API_TOKEN": "sandbox-vcc-token",
-        "TAP_CDR_CDR_BY_UUID_UUIDS": json.dumps(
-            ["{:04d}/{:02d}/{}".format(*vcc.filed_under(i), vcc.uuids[i]) for i in range(8)]
-        ),
-        "TARGET_POSTGRES_PASSWORD": "tapcdr",
-    }
-    yield server, env
-    server.shutdown()
-    server.server_close()
-
-
-def meltano(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(MELTANO), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-
-
-def ensure_loader(env: dict, loader: str) -> None:
-    if not MELTANO.exists():
-        unavailable("Meltano is not installed (make test installs it in .venv-meltano)")
-    if (
-        not (ROOT / ".meltano" / "loaders" / loader / "venv").exists()
-        or not (ROOT / ".meltano" / "extractors" / "tap-cdr" / "venv").exists()
-    ):
-        proc = meltano(env, "install")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def run_pipeline(env: dict, loader: str) -> None:
-    proc = meltano(env, "run", "tap-cdr", loader)
-    assert proc.returncode == 0, proc.stderr[-4000:]
 
 
 def utc_of(local: str) -> str:
