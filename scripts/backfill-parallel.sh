@@ -30,7 +30,8 @@ PY
 # Meltano keeps per-plugin run files (catalog, config) in .meltano/run, which
 # concurrent runs of one plugin would overwrite. Each partition gets its own system
 # directory, sharing the installed plugins.
-[ -d .meltano/extractors/tap-cdr ] || "$MELTANO" install >"$out/install.log" 2>&1
+[ -d .meltano/extractors/tap-cdr ] || "$MELTANO" install extractor tap-cdr >"$out/install.log" 2>&1
+[ -d ".meltano/loaders/$loader" ] || "$MELTANO" install loader "$loader" >>"$out/install.log" 2>&1
 
 pids=()
 for i in "${!partitions[@]}"; do

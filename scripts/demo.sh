@@ -10,7 +10,8 @@ mkdir -p output
 
 if [ ! -x .meltano/loaders/target-duckdb/venv/bin/target-duckdb ] \
   || [ ! -x .meltano/extractors/tap-cdr/venv/bin/tap-cdr ]; then
-  "$MELTANO" install >output/meltano-install.log 2>&1 || {
+  { "$MELTANO" install extractor tap-cdr && "$MELTANO" install loader target-duckdb; } \
+    >output/meltano-install.log 2>&1 || {
     cat output/meltano-install.log
     exit 1
   }
