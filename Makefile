@@ -42,7 +42,7 @@ sandbox: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e . --group test --group typing
+	$(VENV)/bin/pip install --quiet -e '.[intake]' --group test --group typing
 	touch $@
 
 $(MELTANO_VENV)/.installed:

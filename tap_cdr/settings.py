@@ -18,6 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from tap_cdr import uuids
 from tap_cdr.windows import parse_instant
 
@@ -69,6 +72,8 @@ class VccSettings:
     max_concurrency: int
     items: tuple[uuids.WorkItem, ...]
     uuids_file: Path | None
+    intake_store: str | None
+    first_attempt_delay: timedelta
     retry_interval: timedelta
     max_attempts: int
     wait_for_pending: timedelta
@@ -116,6 +121,7 @@ def validate(config: Mapping[str, Any]) -> list[str]:
                 errors.append(
                     f"`cdr_by_uuid.uuids_file` {str(path)!r} cannot be read: {exc.strerror}"
                 )
+        _intake_store(vcc.get("intake_store"), errors)
     return errors
 
 
@@ -164,6 +170,8 @@ def vcc_settings(config: Mapping[str, Any]) -> VccSettings:
         max_concurrency=section["max_concurrency"],
         items=tuple(uuids.parse_setting(section.get("uuids") or [])),
         uuids_file=Path(uuids_file).expanduser() if uuids_file else None,
+        intake_store=section.get("intake_store") or None,
+        first_attempt_delay=timedelta(minutes=section["first_attempt_delay_minutes"]),
         retry_interval=timedelta(minutes=section["retry_interval_minutes"]),
         max_attempts=section["max_attempts"],
         wait_for_pending=timedelta(minutes=section["wait_for_pending_minutes"]),
@@ -173,6 +181,21 @@ def vcc_settings(config: Mapping[str, Any]) -> VccSettings:
 def _vcc_url(section: Mapping[str, Any]) -> str:
     customer = str(section.get("customer") or "x").strip()
     return str(section.get("base_url") or VCC_DEFAULT_BASE_URL.format(customer=customer))
+
+
+def _intake_store(value: Any, errors: list[str]) -> None:
+    if not value:
+        return
+    try:
+        backend = make_url(str(value)).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend not in ("sqlite", "postgresql"):
+        # The value may hold a password: never repeat it.
+        errors.append(
+            "`cdr_by_uuid.intake_store` must be the --store URL of tap-cdr-intake, "
+            "sqlite:///path.db or postgresql://user:password@host/database"
+        )
 
 
 def _zone(name: str, value: Any, errors: list[str]) -> None:

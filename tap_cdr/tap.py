@@ -252,6 +252,21 @@ class TapCDR(Tap):
                     "line (blank lines and # comments ignored), meant to be appended to: "
                     "each run reads only the lines added since the last.",
                 ),
+                th.Property(
+                    "intake_store",
+                    th.StringType,
+                    secret=True,
+                    description="Secret (a database URL may hold a password). The store "
+                    "of tap-cdr-intake, the Call Disposition webhook receiver, as its "
+                    "--store URL (sqlite:///path.db or postgresql://...): each run looks "
+                    "up the calls announced since the last.",
+                ),
+                _minutes(
+                    "first_attempt_delay_minutes",
+                    5,
+                    "Minutes after a webhook's receipt before its call is first looked "
+                    "up (VCC Live registers a CDR some minutes after the call).",
+                ),
                 _minutes(
                     "retry_interval_minutes",
                     5,

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from tap_cdr.sandbox.data import V3Dataset, VccDataset, default_anchor
 from tap_cdr.sandbox.faults import Faults, parse_cli
 from tap_cdr.sandbox.server import SandboxConfig, SandboxServer, start
+from tap_cdr.sandbox.webhooks import webhook_config
 
 __all__ = ["SandboxConfig", "SandboxServer", "V3Dataset", "main", "start"]
 
@@ -122,6 +123,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="UUID=T",
         help="the uuid answers 'not available' for T seconds after the sandbox starts",
     )
+    hooks = parser.add_argument_group(
+        "VCC Live Call Disposition webhooks (the secret key from "
+        "TAP_CDR_SANDBOX_WEBHOOK_SECRET_KEY)"
+    )
+    hooks.add_argument(
+        "--vcc-webhook-url",
+        metavar="URL",
+        help="post each VCC call's Call Disposition event here (e.g. "
+        "http://127.0.0.1:8787/vcc/call-disposition)",
+    )
+    hooks.add_argument(
+        "--vcc-webhook-cipher", metavar="CIPHER", help="encrypt the bodies (e.g. aes-256-ctr)"
+    )
+    hooks.add_argument("--vcc-webhook-rate", type=float, default=50.0, help="events per second")
+    hooks.add_argument(
+        "--vcc-webhook-skip-every",
+        type=int,
+        default=5,
+        metavar="N",
+        help="every Nth call gets no webhook, as with a supervisor's disposition (0: none)",
+    )
+    hooks.add_argument(
+        "--vcc-webhook-duplicate-every",
+        type=int,
+        default=4,
+        metavar="N",
+        help="every Nth event is delivered twice (0: none)",
+    )
     vcc.add_argument(
         "--print-vcc-uuids",
         type=int,
@@ -173,6 +202,13 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         api_key=args.api_key,
         token_max_uses=args.token_max_uses,
         max_limit=args.max_limit,
+        webhooks=webhook_config(
+            args.vcc_webhook_url,
+            args.vcc_webhook_cipher,
+            args.vcc_webhook_rate,
+            args.vcc_webhook_skip_every,
+            args.vcc_webhook_duplicate_every,
+        ),
     )
     records = config.v3.records
     config.v3.hidden.update(range(max(0, records - args.late), records))
@@ -196,9 +232,11 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
+    server.start_webhooks()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        server.stop_webhooks()
         server.server_close()

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tap_cdr.sandbox.data import V3Dataset, VccDataset
 from tap_cdr.sandbox.faults import Faults
+from tap_cdr.sandbox.webhooks import WebhookConfig, WebhookPoster
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,6 +80,8 @@ class SandboxConfig:
     vcc_list_forbidden: bool = False
     vcc_token_projects: tuple[int, ...] = ()
     faults: Faults = field(default_factory=Faults)
+    # Call Disposition webhooks posted to a receiver (None: none).
+    webhooks: WebhookConfig | None = None
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -95,6 +98,18 @@ class SandboxServer(ThreadingHTTPServer):
         self.started = time.monotonic()
         self.vcc_requests: dict[str, int] = {}
         self.list_requests = 0
+        self.webhooks: WebhookPoster | None = None
+
+    def start_webhooks(self) -> None:
+        """Start posting the VCC calls' webhooks, when configured."""
+        if self.config.webhooks and self.webhooks is None:
+            self.webhooks = WebhookPoster(self.config.vcc, self.config.webhooks)
+            self.webhooks.start()
+
+    def stop_webhooks(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stopping.set()
+            self.webhooks.join(timeout=15)
 
     @property
     def url(self) -> str:
@@ -427,6 +442,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             "vcc_list_requests": sum(1 for _, p in log if p.startswith("/v2/cdrs/")),
             "vcc_lookups": dict(Counter(lookups)),
         }
+        if self.server.webhooks is not None:
+            counts.update(self.server.webhooks.stats.to_dict())
         return self.send_json(200, counts)
 
     def vcc_not_available(self) -> None:
@@ -484,4 +501,5 @@ def start(config: SandboxConfig | None = None, port: int = 0) -> SandboxServer:
     """Start a sandbox on 127.0.0.1 in a background thread (for tests and demos)."""
     server = SandboxServer(port, config or SandboxConfig())
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.start_webhooks()
     return server

@@ -7,8 +7,9 @@ Two sources feed the one ``cdr_by_uuid`` stream (key ``uuid``):
   and ``start``. Every call of the range is emitted once, and the bookmark moves
   after each complete date.
 - Lookups: ``GET /v2/cdr/{year}/{month}/{uuid}`` for the uuids announced in the
-  ``uuids`` setting, the ``uuids_file`` and the pending queue, minus those the sweep
-  emitted in this run. A CDR that is not registered yet waits in the pending queue.
+  ``uuids`` setting, the ``uuids_file``, the ``intake_store`` (of the webhook receiver)
+  and the pending queue, minus those the sweep emitted in this run. A CDR that is not
+  registered yet waits in the pending queue.
 """
 
 from __future__ import annotations
@@ -27,12 +28,22 @@ from singer_sdk import StreamSchema
 from tap_cdr import settings
 from tap_cdr.auth import HTTPBasicAuth
 from tap_cdr.client import CdrApiError, json_body
+from tap_cdr.intake.store import StoreError, open_reader
 from tap_cdr.normalize import VccNormalizer
 from tap_cdr.pager import Page, Pager, Read, ordered, plan_listing
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
 from tap_cdr.uuids import WorkItem, month_candidates
 from tap_cdr.windows import listed_through, listing_days
-from tap_cdr.worklist import FileChunk, PendingQueue, SettingItems, UuidFile, WorkListError
+from tap_cdr.worklist import (
+    GAP_HORIZON,
+    FileChunk,
+    IntakeChunk,
+    IntakeSource,
+    PendingQueue,
+    SettingItems,
+    UuidFile,
+    WorkListError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -71,12 +82,13 @@ class ListingDay:
 
 @dataclass(frozen=True)
 class Lookup:
-    """A uuid to look up, where it was announced ("pending", "setting" or "file"), and
-    the file position to save once it is done (the last line of a file chunk)."""
+    """A uuid to look up, where it was announced ("pending", "setting", "uuids_file"
+    or "intake"), and the source's position to save once it is done (on the last
+    lookup of a chunk)."""
 
     item: WorkItem
     source: str = "pending"
-    file_position: dict[str, Any] | None = None
+    position: dict[str, Any] | None = None
 
 
 class CdrByUuidStream(BookmarkedStream):
@@ -92,7 +104,7 @@ class CdrByUuidStream(BookmarkedStream):
     # What a run tracks, committed with the bookmark (set by get_records).
     queue: PendingQueue
     setting: SettingItems
-    file_position: Any
+    positions: dict[str, Any]  # where the uuids file and the intake store were read to
     bookmark_value: str | None
     counts: dict[str, int]
 
@@ -221,22 +233,34 @@ class CdrByUuidStream(BookmarkedStream):
             )
             self.setting = SettingItems(vcc.items, state.get("uuids_done"))
             file = UuidFile(vcc.uuids_file, state.get("uuids_file")) if vcc.uuids_file else None
-            chunks = list(file.chunks()) if file else []
+            chunks: list[tuple[str, FileChunk | IntakeChunk]] = [
+                ("uuids_file", chunk) for chunk in (file.chunks() if file else ())
+            ]
+            intake = self.intake_source(state.get("intake"))
+            if intake is not None:
+                try:
+                    chunks += [("intake", chunk) for chunk in intake.chunks()]
+                finally:
+                    intake.engine.dispose()  # read once per run: no connection kept
         except WorkListError as exc:
             raise CdrApiError(str(exc)) from None
         if file is not None and file.reread_reason:
             self.logger.warning(
                 "cdr_by_uuid: reading %s again from its start: %s", file.path, file.reread_reason
             )
-        self.file_position = state.get("uuids_file")
+        self.positions = {
+            source: state[source] for source in ("uuids_file", "intake") if source in state
+        }
         self.bookmark_value = state.get("replication_key_value")
         self.counts = {"swept": 0, "fetched": 0, "given_up": 0, "announced_in_log": 0}
         # Announced uuids that the sweep may find in this run: no lookup for those.
         announced = {
             *self.queue.entries,
             *(item.uuid for item in self.setting.new()),
-            *(item.uuid for chunk in chunks for item in chunk.items),
+            *(item.uuid for _, chunk in chunks for item in chunk.items),
         }
+        if intake is not None:
+            self.log_intake(intake, sum(len(c.items) for s, c in chunks if s == "intake"))
         emitted: set[str] = set()  # announced uuids emitted in this run: no lookup
         if vcc.list_cdrs:
             for record in self.sweep():
@@ -254,19 +278,52 @@ class CdrByUuidStream(BookmarkedStream):
             time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
             yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
         self.commit()
-        self.log_summary(len(announced))
+        self.log_summary(len(announced), intake.waiting if intake else None)
+
+    def intake_source(self, saved: Any) -> IntakeSource | None:
+        """The intake store, when ``intake_store`` is set."""
+        url = self.vcc.intake_store
+        if not url:
+            return None
+        try:
+            engine, store_id = open_reader(url)
+        except StoreError as exc:
+            raise CdrApiError(f"cdr_by_uuid.intake_store: {exc}") from None
+        source = IntakeSource(engine, store_id, saved, self.vcc.first_attempt_delay, utc_now())
+        if source.reread_reason:
+            self.logger.warning(
+                "cdr_by_uuid: reading the intake store from its start: %s", source.reread_reason
+            )
+        return source
+
+    def log_intake(self, intake: IntakeSource, read: int) -> None:
+        self.logger.info(
+            "cdr_by_uuid: the intake store announced %d calls since the last run (up to id "
+            "%d; %d received less than %d minutes ago wait for the next run)",
+            read,
+            intake.last_id,
+            intake.waiting,
+            self.vcc.first_attempt_delay // timedelta(minutes=1),
+        )
+        if intake.gaps_dropped:
+            self.logger.warning(
+                "cdr_by_uuid: the intake store skipped over more than %d ids within %s; "
+                "the %d oldest are no longer watched for a late commit",
+                len(intake.gaps),
+                GAP_HORIZON,
+                intake.gaps_dropped,
+            )
 
     def commit(self, **changes: Any) -> None:
         """Emit STATE: the bookmark, the pending queue, and where the sources stand."""
         extra: dict[str, Any] = {"pending": self.queue.to_state()}
         if self.setting.items or "uuids_done" in self.stream_state:
             extra["uuids_done"] = self.setting.to_state()
-        if self.file_position is not None:
-            extra["uuids_file"] = self.file_position
+        extra.update(self.positions)
         extra.update(changes)
         self.commit_state(self.bookmark_value, **extra)
 
-    def log_summary(self, announced: int) -> None:
+    def log_summary(self, announced: int, waiting: int | None) -> None:
         counts = self.counts
         if self.vcc.list_cdrs:
             self.logger.info(
@@ -276,10 +333,17 @@ class CdrByUuidStream(BookmarkedStream):
                 counts["announced_in_log"],
                 announced,
             )
+        pending = len(self.queue.entries)
         summary = (
-            f"cdr_by_uuid: fetched {counts['fetched']}, pending {len(self.queue.entries)}, "
+            f"cdr_by_uuid: fetched {counts['fetched']}, pending {pending}, "
             f"given up {counts['given_up']}"
         )
+        if waiting is not None:
+            delay = self.vcc.first_attempt_delay // timedelta(minutes=1)
+            summary += (
+                f"; announced calls not found yet by the sweep or a lookup: {pending + waiting}"
+                f" ({pending} pending, {waiting} received in the last {delay} minutes)"
+            )
         self.logger.log(logging.WARNING if counts["given_up"] else logging.INFO, summary)
 
     # -- the sweep of the CDR log ----------------------------------------------------
@@ -390,18 +454,18 @@ class CdrByUuidStream(BookmarkedStream):
 
     # -- lookups by uuid --------------------------------------------------------------
 
-    def _lookups(self, chunks: list[FileChunk]) -> Iterator[Lookup]:
+    def _lookups(self, chunks: list[tuple[str, FileChunk | IntakeChunk]]) -> Iterator[Lookup]:
         """Due pending uuids (oldest first), then new items of the setting, then the
-        new lines of the file; each file chunk's last line carries the position to
-        save after it."""
+        new lines of the file and the new calls of the intake store; each chunk's last
+        lookup carries the position to save after it."""
         yield from (Lookup(item) for item in self.queue.due(utc_now()))
         yield from (Lookup(item, "setting") for item in self.setting.new())
-        for chunk in chunks:
+        for source, chunk in chunks:
             last = len(chunk.items) - 1
             for index, item in enumerate(chunk.items):
-                yield Lookup(item, "file", chunk.position if index == last else None)
+                yield Lookup(item, source, chunk.position if index == last else None)
             if not chunk.items:  # comments and blank lines only
-                yield Lookup(NOTHING, "file", chunk.position)
+                yield Lookup(NOTHING, source, chunk.position)
 
     def look_up(self, lookups: Iterable[Lookup], emitted: set[str]) -> Iterator[dict[str, Any]]:
         """Look each uuid up once, with up to ``max_concurrency`` in flight. Results
@@ -417,9 +481,9 @@ class CdrByUuidStream(BookmarkedStream):
                     record = self._use_result(lookup, page, emitted)
                     if record is not None:
                         yield record
-                if lookup.file_position is not None:
-                    self.file_position = lookup.file_position
-                if lookup.file_position is not None or since_commit >= LOOKUPS_PER_COMMIT:
+                if lookup.position is not None:
+                    self.positions[lookup.source] = lookup.position
+                if lookup.position is not None or since_commit >= LOOKUPS_PER_COMMIT:
                     self.commit()
                     since_commit = 0
         finally:
@@ -430,7 +494,7 @@ class CdrByUuidStream(BookmarkedStream):
     def _wanted(self, lookups: Iterable[Lookup], emitted: set[str]) -> Iterator[Lookup]:
         """The lookups to make: each uuid once, none the sweep emitted, and no new
         announcement of a uuid already pending (it is retried when due). A skipped
-        file line still carries its chunk's position."""
+        lookup still carries its chunk's position."""
         requested: set[str] = set()
         for lookup in lookups:
             uuid = lookup.item.uuid
@@ -443,8 +507,8 @@ class CdrByUuidStream(BookmarkedStream):
                 continue
             if lookup.source == "setting":
                 self.setting.done.add(uuid)
-            if lookup.file_position is not None:
-                yield Lookup(NOTHING, "file", lookup.file_position)
+            if lookup.position is not None:
+                yield Lookup(NOTHING, lookup.source, lookup.position)
 
     def _use_result(self, lookup: Lookup, page: Page, emitted: set[str]) -> dict[str, Any] | None:
         """The record a lookup found, or None: then the uuid stays pending, or is given

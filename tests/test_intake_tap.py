@@ -1,0 +1,278 @@
+"""cdr_by_uuid reads the intake store: every announced call looked up once, no row
+skipped when receivers commit out of order, the first-attempt delay kept, state small;
+and the whole loop, sandbox webhooks to receiver to tap."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import pytest
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
+from sqlalchemy import insert
+
+from tap_cdr.intake.store import announced_calls, open_store, record_delivery
+from tap_cdr.sandbox import SandboxConfig
+from tap_cdr.sandbox.data import VccDataset
+from tap_cdr.sandbox.webhooks import WebhookConfig
+from tap_cdr.worklist import GAP_HORIZON, IntakeSource
+from tests.conftest import ANCHOR, run_tap
+from tests.intake_support import SECRET_KEY, Receiver, event, execute, post, rows
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def vcc(start_sandbox):
+    def make(records: int = 40, **kw):
+        dataset = VccDataset(records=records, anchor=ANCHOR)
+        return start_sandbox(SandboxConfig(vcc=dataset, **kw))
+
+    return make
+
+
+def intake_config(server, store: str, **section):
+    return {
+        "start_date": "2024-03-08T00:00:00Z",
+        "end_date": "2024-03-10T13:00:00Z",
+        "cdr_by_uuid": {
+            "customer": "sandbox",
+            "api_token": "sandbox-vcc-token",
+            "base_url": server.url,
+            "intake_store": store,
+            "list_cdrs": False,
+            "first_attempt_delay_minutes": 0,
+            "retry_interval_minutes": 0,
+            **section,
+        },
+    }
+
+
+def lookups(server) -> Counter:
+    return Counter(p.rsplit("/", 1)[-1] for _, p in server.request_log if p.startswith("/v2/cdr/"))
+
+
+def intake_state(result) -> dict:
+    return result.final_state["bookmarks"]["cdr_by_uuid"]["intake"]
+
+
+def test_out_of_order_commits_from_two_receivers_skip_no_uuid(vcc, tmp_path, pg_store):
+    """Two receivers on one PostgreSQL store. A row whose id was taken first is
+    committed after the tap has read a larger id: the next run still looks it up."""
+    server = vcc(records=400)
+    uuids = server.config.vcc.uuids
+    first = Receiver(pg_store, tmp_path / "first.log").start()
+    second = Receiver(pg_store, tmp_path / "second.log").start()
+    held_engine = open_store(pg_store)
+    try:
+        with held_engine.connect() as held:  # closed (rolled back) if an assert fails
+            transaction = held.begin()
+            # A receiver in the middle of its insert: its id is taken, its row not
+            # committed.
+            record_delivery(held, uuids[5], "2024/03", 1, datetime.now(timezone.utc))
+            assert post(first.post_url(), event(uuids[6])) == 200
+            assert post(second.post_url(), event(uuids[7])) == 200
+            config = intake_config(server, pg_store)
+            run_1 = run_tap(config)
+            assert sorted(run_1.ids_of("uuid")) == sorted([uuids[6], uuids[7]])
+            held_id = rows(pg_store, "select min(id) from announced_calls")[0][0] - 1
+            assert list(intake_state(run_1)["gaps"]) == [str(held_id)]
+            transaction.commit()
+        assert post(second.post_url(), event(uuids[8])) == 200
+        run_2 = run_tap(config, state=run_1.final_state)
+        assert sorted(run_2.ids_of("uuid")) == sorted([uuids[5], uuids[8]])
+        assert intake_state(run_2)["gaps"] == {}
+        # While both receivers take events from four clients, the tap runs again and
+        # again; in the end every call posted was emitted, and once.
+        emitted = Counter(run_1.ids_of("uuid") + run_2.ids_of("uuid"))
+        state = run_2.final_state
+        to_post = uuids[9:]
+
+        def feed(receiver: Receiver, part: list[str]) -> None:
+            for uuid in part:
+                assert post(receiver.post_url(), event(uuid)) == 200
+
+        with ThreadPoolExecutor(4) as pool:
+            feeders = [
+                pool.submit(feed, receiver, to_post[i::4])
+                for i, receiver in enumerate([first, second, first, second])
+            ]
+            runs = 0
+            while True:
+                finished = all(feeder.done() for feeder in feeders)
+                result = run_tap(config, state=state)
+                emitted.update(result.ids_of("uuid"))
+                state, runs = result.final_state, runs + 1
+                if finished:
+                    break
+            for feeder in feeders:
+                feeder.result()
+        assert runs >= 2
+        assert emitted == Counter(uuids[5:])
+    finally:
+        held_engine.dispose()
+        first.stop(signal.SIGKILL)
+        second.stop(signal.SIGKILL)
+
+
+def add(engine, uuid: str, received_at: datetime, row_id: int | None = None) -> None:
+    """A call as a receiver stores it; the sandbox's calls started in March 2024."""
+    values = {"uuid": uuid, "month": "2024/03", "received_at": received_at, "deliveries": 1}
+    with engine.begin() as conn:
+        conn.execute(insert(announced_calls).values(**values, **({"id": row_id} if row_id else {})))
+
+
+def test_a_gap_is_asked_for_until_the_horizon_then_forgotten(tmp_path):
+    """Ids skipped over are kept in the position and asked for again; once older than
+    the horizon (any transaction has ended by then) they are dropped, so state stays
+    small."""
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    engine = open_store(url)
+    old = NOW - timedelta(hours=1)
+    add(engine, "00000000-0000-4000-8000-000000000001", old, 1)
+    add(engine, "00000000-0000-4000-8000-000000000004", old, 4)
+
+    def read(saved, now):
+        source = IntakeSource(engine, "store", saved, timedelta(0), now)
+        uuids = [item.uuid[-1] for chunk in source.chunks() for item in chunk.items]
+        return uuids, source.position()
+
+    found, position = read(None, NOW)
+    assert found == ["1", "4"]
+    assert position["last_id"] == 4
+    assert sorted(position["gaps"]) == ["2", "3"]
+    add(engine, "00000000-0000-4000-8000-000000000003", old, 3)  # committed late
+    found, position = read({**position, "store_id": "store"}, NOW + GAP_HORIZON / 2)
+    assert found == ["3"]
+    assert list(position["gaps"]) == ["2"]
+    found, position = read(position, NOW + GAP_HORIZON * 2)
+    assert found == []
+    assert position["gaps"] == {}
+    # Another store (a new file): the position is not applied to it.
+    source = IntakeSource(engine, "another-store", position, timedelta(0), NOW)
+    assert source.reread_reason
+    assert source.last_id == 0
+
+
+def test_the_first_attempt_waits_the_delay(vcc, tmp_path, caplog):
+    server = vcc()
+    uuids = server.config.vcc.uuids
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    engine = open_store(url)
+    add(engine, uuids[3], datetime.now(timezone.utc) - timedelta(minutes=6))
+    add(engine, uuids[4], datetime.now(timezone.utc) - timedelta(minutes=1))
+    config = intake_config(server, url, first_attempt_delay_minutes=5)
+    with caplog.at_level(logging.INFO):
+        run_1 = run_tap(config)
+    assert run_1.ids_of("uuid") == [uuids[3]]
+    assert uuids[4] not in lookups(server)
+    assert intake_state(run_1)["last_id"] == 1
+    assert any(
+        "announced calls not found yet by the sweep or a lookup: 1 (0 pending, 1 received "
+        "in the last 5 minutes)" in r.getMessage()
+        for r in caplog.records
+    )
+    execute(url, "update announced_calls set received_at = '2020-01-01 00:00:00' where id = 2")
+    run_2 = run_tap(config, state=run_1.final_state)
+    assert run_2.ids_of("uuid") == [uuids[4]]
+    assert lookups(server) == Counter({uuids[3]: 1, uuids[4]: 1})
+
+
+def test_an_announced_call_not_registered_yet_waits_in_the_pending_queue(vcc, tmp_path, caplog):
+    server = vcc()
+    uuids = server.config.vcc.uuids
+    server.config.vcc.hidden.add(10)
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    engine = open_store(url)
+    for i in (9, 10, 11):
+        add(engine, uuids[i], datetime.now(timezone.utc) - timedelta(minutes=10))
+    config = intake_config(server, url)
+    with caplog.at_level(logging.INFO):
+        run_1 = run_tap(config)
+    assert sorted(run_1.ids_of("uuid")) == sorted([uuids[9], uuids[11]])
+    assert list(run_1.final_state["bookmarks"]["cdr_by_uuid"]["pending"]) == [uuids[10]]
+    assert any(
+        "announced calls not found yet by the sweep or a lookup: 1 (1 pending, 0 received"
+        in r.getMessage()
+        for r in caplog.records
+    )
+    server.config.vcc.hidden.clear()
+    run_2 = run_tap(config, state=run_1.final_state)
+    assert run_2.ids_of("uuid") == [uuids[10]]
+
+
+def test_a_missing_store_is_a_clear_error(vcc, tmp_path):
+    server = vcc()
+    config = intake_config(server, f"sqlite:///{tmp_path / 'nowhere.db'}")
+    with pytest.raises(FatalAPIError, match="does not exist: start tap-cdr-intake"):
+        run_tap(config)
+    assert not (tmp_path / "nowhere.db").exists()
+
+
+def test_a_store_url_that_is_not_a_database_is_a_config_error_without_the_secret(vcc):
+    server = vcc()
+    config = intake_config(server, "mysql://user:hunter2@db/x")
+    with pytest.raises(ConfigValidationError) as raised:
+        run_tap(config)
+    message = " ".join(raised.value.errors)
+    assert "`cdr_by_uuid.intake_store` must be the --store URL" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize("list_cdrs", [True, False])
+def test_webhooks_from_the_sandbox_through_the_receiver_load_each_call_once(
+    start_sandbox, tmp_path: Path, list_cdrs: bool, caplog
+):
+    """The sandbox posts encrypted Call Disposition webhooks (some twice, some calls
+    none, retrying until the receiver answers) to a receiver that starts late; the
+    tap loads each call once: with the sweep, every call of the range; without it,
+    exactly the announced ones."""
+    store = f"sqlite:///{tmp_path / 'intake.db'}"
+    receiver = Receiver(store, tmp_path / "intake.log", cipher="aes-256-ctr")
+    webhooks = WebhookConfig(
+        url=receiver.post_url(key=None).rstrip("?"),
+        secret_key=SECRET_KEY,
+        cipher="aes-256-ctr",
+        rate=500,
+    )
+    dataset = VccDataset(records=60, anchor=ANCHOR, step_seconds=1800)
+    server = start_sandbox(SandboxConfig(vcc=dataset, webhooks=webhooks))
+    time.sleep(0.5)  # the first deliveries fail: the receiver is not up yet
+    receiver.start()
+    try:
+        poster = server.webhooks
+        assert poster is not None
+        poster.join(timeout=120)
+        stats = poster.stats
+        assert stats.done and not stats.failed
+        assert stats.retries > 0 and stats.duplicates > 0 and stats.skipped
+    finally:
+        receiver.stop()
+    announced = rows(store, "select uuid from announced_calls")
+    assert sorted(u for (u,) in announced) == sorted(stats.sent)
+    config = intake_config(server, store, list_cdrs=list_cdrs)
+    config["start_date"] = "2024-02-28T00:00:00Z"  # calls 0 and 1 start on Feb 29 (UTC)
+    with caplog.at_level(logging.INFO):
+        result = run_tap(config)
+    emitted = Counter(result.ids_of("uuid"))
+    assert set(emitted.values()) == {1}
+    if list_cdrs:
+        assert sorted(emitted) == sorted(dataset.uuids)
+        assert lookups(server) == Counter()  # the sweep found every announced call
+        assert any(
+            f"{len(stats.sent)} of {len(stats.sent)} announced uuids were among them"
+            in r.getMessage()
+            for r in caplog.records
+        )
+    else:
+        assert sorted(emitted) == sorted(stats.sent)
+        assert not set(emitted) & set(stats.skipped)
+    assert intake_state(result)["last_id"] == len(stats.sent)
