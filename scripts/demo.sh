@@ -18,40 +18,53 @@ if [ ! -x .meltano/loaders/target-duckdb/venv/bin/target-duckdb ] \
 fi
 
 checks=()
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 if [ -z "${TAP_CDR_CDR_V3_BASE_URL:-}" ]; then
-  # VCC Live: 500 calls, 20 minutes apart. The sweep of the CDR log loads every call
-  # of the window; a uuids file, appended to between runs as a webhook receiver
-  # would, announces calls. On the first run the three newest calls and one
-  # announced call are not registered yet (their CDRs appear minutes after the call).
+  # VCC Live: 500 calls, 20 minutes apart. The sandbox posts their Call Disposition
+  # webhooks (encrypted, some twice, none for every fifth call, as when a supervisor
+  # sets the disposition) to tap-cdr-intake, which stores them; the tap looks up the
+  # announced calls and sweeps the CDR log for every call of the window. On the first
+  # run the three newest calls are announced but not registered yet (their CDRs appear
+  # minutes after the call): the second run finds them.
   vcc_data=(--vcc-records 500 --vcc-step-seconds 1200)
-  mapfile -t calls < <(.venv/bin/tap-cdr-sandbox "${vcc_data[@]}" --print-vcc-uuids 500)
-  uuids_file=$PWD/output/demo-uuids.txt
+  intake_db=$PWD/output/demo-intake.db
   hold=()
   if [ ! -f output/demo.duckdb ]; then
-    printf '%s\n' "# calls announced by the Call Disposition webhook" "${calls[@]:0:6}" >"$uuids_file"
-    hold=(--vcc-late 3 --vcc-delay-seconds "${calls[5]##*/}=86400")
-    echo "demo: first run: 4 calls are not registered yet (3 newest, and announced ${calls[5]##*/})"
-    rm -f output/demo-before.txt
+    hold=(--vcc-late 3)
+    echo "demo: first run: the 3 newest calls are announced but not registered yet"
+    rm -f output/demo-before.txt "$intake_db" "$intake_db"-*
     # A new demo database: forget the state of an earlier one.
     "$MELTANO" state clear --force dev:tap-cdr-to-target-duckdb >/dev/null 2>&1 || true
   else
-    printf '%s\n' "${calls[@]:497:3}" >>"$uuids_file"  # the receiver announced the late ones
     "$TARGET_PYTHON" scripts/demo_summary.py output/demo.duckdb --save-uuids output/demo-before.txt
   fi
-  .venv/bin/tap-cdr-sandbox --port 0 "${vcc_data[@]}" "${hold[@]}" >output/sandbox.url 2>output/sandbox.log &
-  sandbox_pid=$!
-  trap 'kill $sandbox_pid 2>/dev/null || true' EXIT
+  secret=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))')
+  export TAP_CDR_INTAKE_SECRET_KEY=$secret TAP_CDR_INTAKE_CIPHER=aes-256-ctr
+  export TAP_CDR_SANDBOX_WEBHOOK_SECRET_KEY=$secret
+  port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  .venv/bin/tap-cdr-intake --store "sqlite:///$intake_db" --port "$port" >output/intake.log 2>&1 &
+  pids+=($!)
+  .venv/bin/python scripts/demo_wait.py ready "http://127.0.0.1:$port/healthz"
+  .venv/bin/tap-cdr-sandbox --port 0 "${vcc_data[@]}" "${hold[@]}" \
+    --vcc-webhook-url "http://127.0.0.1:$port/vcc/call-disposition" \
+    --vcc-webhook-cipher aes-256-ctr --vcc-webhook-rate 250 \
+    >output/sandbox.url 2>output/sandbox.log &
+  pids+=($!)
   for _ in $(seq 50); do [ -s output/sandbox.url ] && break; sleep 0.1; done
   url=$(head -1 output/sandbox.url)
+  echo "demo: the sandbox API at $url posts its webhooks to tap-cdr-intake on port $port"
+  .venv/bin/python scripts/demo_wait.py webhooks "$url"
   export TAP_CDR_CDR_V3_BASE_URL=$url TAP_CDR_CDR_V3_TOKEN=sandbox-token
   export TAP_CDR_CDR_BY_UUID_BASE_URL=$url TAP_CDR_CDR_BY_UUID_CUSTOMER=sandbox
   export TAP_CDR_CDR_BY_UUID_API_TOKEN=sandbox-vcc-token
   export TAP_CDR_CDR_BY_UUID_RETRY_INTERVAL_MINUTES=0
-  export TAP_CDR_CDR_BY_UUID_UUIDS_FILE=$uuids_file
-  echo "demo: syncing from the sandbox API at $url"
+  export TAP_CDR_CDR_BY_UUID_INTAKE_STORE=sqlite:///$intake_db
+  export TAP_CDR_CDR_BY_UUID_FIRST_ATTEMPT_DELAY_MINUTES=0
+  echo "demo: syncing from the sandbox API"
   # What the sandbox serves for the tap's default window (30 days up to now - 5 min).
   checks=(--expected "$(.venv/bin/python scripts/sandbox_window_count.py "$url")")
-  checks+=(--sandbox "$url" --uuids-file "$uuids_file" --uuids-before output/demo-before.txt)
+  checks+=(--sandbox "$url" --intake-store "$intake_db" --uuids-before output/demo-before.txt)
 else
   echo "demo: syncing from $TAP_CDR_CDR_V3_BASE_URL"
 fi
@@ -67,5 +80,5 @@ extracted=$(grep -o '"metric":"record_count","value":[0-9]*' output/demo-run.log
 
 "$TARGET_PYTHON" scripts/demo_summary.py output/demo.duckdb \
   --extracted "${extracted:-0}" --state output/demo-state.json "${checks[@]}"
-grep -h -o 'cdr_by_uuid: the CDR log sweep emitted .*\|cdr_by_uuid: fetched [0-9]*, pending [0-9]*, given up [0-9]*' \
+grep -h -o 'cdr_by_uuid: the intake store announced [0-9]* calls\|cdr_by_uuid: the CDR log sweep emitted .*\|cdr_by_uuid: fetched [0-9]*, pending [0-9]*, given up [0-9]*.*' \
   output/demo-run.log | sed 's/^/  this run: /' || true

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -17,7 +18,7 @@ parser.add_argument("--extracted", default="?")
 parser.add_argument("--expected", type=int, help="cdr_v3 calls the sandbox serves")
 parser.add_argument("--state")
 parser.add_argument("--sandbox", help="the sandbox URL, for the VCC ground truth")
-parser.add_argument("--uuids-file", help="the demo's uuids file (announced calls)")
+parser.add_argument("--intake-store", help="the demo's intake store (SQLite file)")
 parser.add_argument("--uuids-before", help="cdr_by_uuid uuids loaded before this run")
 parser.add_argument("--save-uuids", help="write the cdr_by_uuid uuids loaded so far, and exit")
 args = parser.parse_args()
@@ -76,11 +77,8 @@ if args.state:
     except (OSError, ValueError, KeyError):
         pass
 if args.sandbox:
-    announced = [
-        line.strip().rsplit("/", 1)[-1]
-        for line in Path(args.uuids_file).read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+    with sqlite3.connect(f"file:{args.intake_store}?mode=ro", uri=True) as store:
+        announced = [u for (u,) in store.execute("select uuid from announced_calls")]
     end = datetime.now(timezone.utc) - timedelta(minutes=5)
     query = {
         "ended_from": (end - timedelta(days=30)).isoformat(),
@@ -91,11 +89,14 @@ if args.sandbox:
     expected = set(truth["ended_in_range"]) | set(truth["registered"])
     only_by_sweep = set(truth["ended_in_range"]) - set(announced)
     verdict = "OK" if sorted(loaded) == sorted(expected) else "MISMATCH"
+    waiting = set(announced) - expected
     print(
         f"  VCC calls registered in the window, or announced: {len(expected)} "
-        f"({len(set(announced))} announced in the uuids file, {len(only_by_sweep)} found "
+        f"({len(set(announced) & expected)} announced by a webhook, {len(only_by_sweep)} found "
         f"only by the CDR log sweep): {verdict}"
     )
+    if waiting:
+        print(f"  announced by a webhook, not registered yet (pending): {len(waiting)}")
     failed |= verdict != "OK"
     stats = sandbox("/_sandbox/stats")
     before = set()

@@ -14,6 +14,7 @@ personal data (numbers, names, client data) is logged or stored.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -25,14 +26,18 @@ from urllib.parse import parse_qs
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tap_cdr.intake.commits import GroupCommitter
 from tap_cdr.intake.crypto import DecryptError, decrypt
-from tap_cdr.intake.store import open_store, record_delivery, record_rejection
+from tap_cdr.intake.store import open_store, record_rejection
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from sqlalchemy.engine import Engine
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -63,6 +68,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     engine = open_store(store_url)
+    committer = GroupCommitter(engine)
     expected_key = secret_key.encode()
 
     async def call_disposition(request: Request) -> JSONResponse:
@@ -79,7 +85,7 @@ def create_app(
             log.warning("rejected: body over %d bytes", max_body_bytes)
             return JSONResponse({"error": "body too large"}, status_code=413)
         iv = request.query_params.get("iv")
-        return await _store(engine, body, cipher, secret_key, iv)
+        return await _store(engine, committer, body, (cipher, secret_key, iv))
 
     async def healthz(_request: Request) -> JSONResponse:
         try:
@@ -89,11 +95,19 @@ def create_app(
             return JSONResponse({"status": "store unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        # After the server has answered the requests in flight (uvicorn's graceful stop).
+        committer.close()
+        engine.dispose()
+
     app = Starlette(
         routes=[
             Route("/vcc/call-disposition", call_disposition, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
     app.state.engine = engine
     return app
@@ -117,13 +131,14 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 
 async def _store(
-    engine: Engine, body: bytes, cipher: str | None, secret_key: str, iv: str | None
+    engine: Engine,
+    committer: GroupCommitter,
+    body: bytes,
+    decryption: tuple[str | None, str, str | None],
 ) -> JSONResponse:
-    from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
-
     now = datetime.now(timezone.utc)
     try:
-        uuid, month, projectid = parse_event(body, cipher, secret_key, iv)
+        uuid, month, projectid = parse_event(body, *decryption)
     except Rejected as rejected:
         log.warning(
             "rejected: %s (%d bytes, keys %s)", rejected.reason, len(body), rejected.keys[:20]
@@ -134,7 +149,7 @@ async def _store(
             log.exception("store unavailable: the rejection was not recorded")
         return JSONResponse({"error": rejected.reason}, status_code=400)
     try:
-        deliveries = await run_in_threadpool(_commit, engine, uuid, month, projectid, now)
+        deliveries = await committer.record(uuid, month, projectid, now)
     except SQLAlchemyError as exc:
         log.error("store unavailable (%s): answered 503 for uuid %s", type(exc).__name__, uuid)  # noqa: TRY400 (one line; the cause is the class)
         return JSONResponse({"error": "store unavailable"}, status_code=503)
@@ -143,13 +158,6 @@ async def _store(
         return JSONResponse({"status": "stored"})
     log.info("duplicate uuid %s (delivery %d)", uuid, deliveries)
     return JSONResponse({"status": "duplicate", "deliveries": deliveries})
-
-
-def _commit(
-    engine: Engine, uuid: str, month: str | None, projectid: int | None, now: datetime
-) -> int:
-    with engine.begin() as conn:
-        return record_delivery(conn, uuid, month, projectid, now)
 
 
 def _reject(engine: Engine, rejected: Rejected, size: int, now: datetime) -> None:
