@@ -30,6 +30,8 @@ ANCHOR = datetime(2024, 3, 10, 12, tzinfo=timezone.utc)
 TOKEN = "sandbox-token"
 VCC_TOKEN = "sandbox-vcc-token"
 VCC_STEP = 30  # seconds between VCC calls: 2,880 a day
+# RESULTS.md from this line on (the intake's figures, notes, history) is kept as it is.
+KEPT = "<!-- kept: make bench rewrites only what is above this line -->"
 
 
 @dataclass
@@ -312,6 +314,10 @@ def main() -> None:
     lines = [
         "# Benchmark results",
         "",
+        "Written by `make bench` (benchmarks/bench.py) down to the marker below; the sections",
+        "after it are kept by `make bench` (the intake's table is written by",
+        "benchmarks/intake.py).",
+        "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         (
@@ -336,7 +342,9 @@ def main() -> None:
         block = summarise(scenario, contenders)
         print("\n".join(block), flush=True)
         lines += block
-    Path(args.output).write_text("\n".join(lines) + "\n")
+    output = Path(args.output)
+    kept = output.read_text().partition(KEPT)[2] if output.exists() else ""
+    output.write_text("\n".join(lines) + "\n" + (KEPT + kept if kept else ""))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ as a webhook sender makes them; latency measured from the send to the 200), and 
 closed-loop run with ``--senders`` senders posting as fast as they get answers (the
 sustained maximum). The sender is one asyncio loop with every request built before the
 clock starts, so that it takes little of the CPU the receiver shares with it. Prints
-medians over the rounds; the figures go into benchmarks/RESULTS.md by hand.
+medians over the rounds, and writes them into benchmarks/RESULTS.md (its intake
+section, by cipher).
 
     python benchmarks/intake.py [--rounds 3] [--seconds 20] [--rate 500] [--cipher aes-256-ctr]
 """
@@ -26,11 +27,14 @@ import sys
 import tempfile
 import time
 import uuid as uuidlib
+from datetime import datetime, timezone
 from pathlib import Path
 
+from bench import build
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 BIN = Path(sys.executable).with_name("tap-cdr-intake")
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECRET = "bench-secret-key"
 
 
@@ -180,16 +184,38 @@ def main() -> None:
             receiver.send_signal(signal.SIGTERM)
             receiver.wait(timeout=60)
             log.close()
-    print(
-        f"tap-cdr-intake, SQLite store, cipher {args.cipher or 'none'}, median of "
-        f"{args.rounds} rounds of {args.seconds:.0f} s:"
+    row = (
+        f"| {args.cipher or 'none'} | {args.rate:.0f} "
+        f"| {statistics.median(r['rate'] for r in open_results):.0f} "
+        f"| {statistics.median(r['p50_ms'] for r in open_results):.1f} "
+        f"| {statistics.median(r['p99_ms'] for r in open_results):.1f} "
+        f"| {sum(r['failures'] for r in open_results):.0f} "
+        f"| {statistics.median(closed_results):.0f} "
+        f"| {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {build()}, median of "
+        f"{args.rounds} x {args.seconds:.0f} s |"
     )
-    print(
-        f"  at {args.rate:.0f}/s offered: {statistics.median(r['rate'] for r in open_results):.0f}"
-        f"/s sustained, p50 {statistics.median(r['p50_ms'] for r in open_results):.1f} ms, "
-        f"p99 {statistics.median(r['p99_ms'] for r in open_results):.1f} ms"
-    )
-    print(f"  flat out ({args.senders} senders): {statistics.median(closed_results):.0f}/s")
+    print(HEADER + "\n" + row)
+    record(row, args.cipher or "none")
+
+
+HEADER = (
+    "| cipher | offered /s | sustained /s | p50 ms | p99 ms | not 200 | flat out /s | run |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def record(row: str, cipher: str) -> None:
+    """Put the row into RESULTS.md's intake table, replacing the same cipher's."""
+    begin, end = "<!-- intake:begin -->", "<!-- intake:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    if begin not in text:
+        text += f"\n## tap-cdr-intake (benchmarks/intake.py)\n\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    table, _, tail = rest.partition(end)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "cipher" not in line]
+    rows = [line for line in rows if not line.startswith(f"| {cipher} |")] + [row]
+    block = f"\n{HEADER}\n" + "\n".join(sorted(rows)) + "\n"
+    RESULTS.write_text(head + begin + block + end + tail)
 
 
 if __name__ == "__main__":
