@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
+import time
+from collections import Counter
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -12,12 +15,14 @@ import pytest
 from hypothesis import settings
 
 from tap_cdr.sandbox import SandboxConfig, SandboxServer, V3Dataset, start
+from tap_cdr.sandbox.data import VccDataset
 from tap_cdr.tap import TapCDR
 from tests.intake_support import any_store, pg_store  # noqa: F401 (fixtures)
 from tests.reliability.checker import Report
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 # Shared CI machines are noisy: a slow example is not a failure.
 settings.register_profile("tap-cdr", deadline=None)
@@ -88,6 +93,53 @@ def start_sandbox() -> Iterator[Callable[..., SandboxServer]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def tap_command(tmp_path: Path, config: dict[str, Any], state: dict | None = None) -> list[str]:
+    """The command line of the real tap, with config (and state) written to files."""
+    stamp = time.monotonic_ns()
+    config_path = tmp_path / f"config-{stamp}.json"
+    config_path.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "tap_cdr.tap", "--config", str(config_path)]
+    if state is not None:
+        state_path = tmp_path / f"state-{stamp}.json"
+        state_path.write_text(json.dumps(state))
+        command += ["--state", str(state_path)]
+    return command
+
+
+def vcc_config(server: SandboxServer, **section: Any) -> dict[str, Any]:
+    """cdr_by_uuid on a VCC sandbox, lookups only (the sweep would find every call)."""
+    return {
+        "start_date": "2024-03-08T00:00:00Z",
+        "end_date": "2024-03-10T13:00:00Z",
+        "cdr_by_uuid": {
+            "customer": "sandbox",
+            "api_token": "sandbox-vcc-token",
+            "base_url": server.url,
+            "list_cdrs": False,
+            "retry_interval_minutes": 0,
+            **section,
+        },
+    }
+
+
+def lookups(server: SandboxServer) -> Counter[str]:
+    """How often the sandbox was asked for each uuid."""
+    return Counter(p.rsplit("/", 1)[-1] for _, p in server.request_log if p.startswith("/v2/cdr/"))
+
+
+@pytest.fixture
+def vcc(start_sandbox) -> Callable[..., SandboxServer]:
+    """A VCC Live sandbox of ``records`` calls ending up to ANCHOR."""
+
+    def make(
+        records: int = 40, anchor: datetime = ANCHOR, month_basis: str = "local", **kw: Any
+    ) -> SandboxServer:
+        dataset = VccDataset(records=records, anchor=anchor, month_basis=month_basis)
+        return start_sandbox(SandboxConfig(vcc=dataset, **kw))
+
+    return make
 
 
 @pytest.fixture

@@ -9,18 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_cdr.sandbox import SandboxConfig
-from tap_cdr.sandbox.data import VccDataset
-from tests.conftest import ANCHOR, run_tap
-
-
-@pytest.fixture
-def vcc(start_sandbox):
-    def make(records: int = 20, anchor: datetime = ANCHOR, month_basis: str = "local", **kw):
-        dataset = VccDataset(records=records, anchor=anchor, month_basis=month_basis)
-        return start_sandbox(SandboxConfig(vcc=dataset, **kw))
-
-    return make
+from tests.conftest import run_tap
 
 
 def config_for(server, items, **overrides):

@@ -23,7 +23,7 @@ from tap_cdr.intake.store import announced_calls, open_store, record_delivery
 from tap_cdr.sandbox import SandboxConfig
 from tap_cdr.sandbox.data import VccDataset
 from tap_cdr.sandbox.webhooks import WebhookConfig
-from tests.conftest import ANCHOR, run_tap
+from tests.conftest import ANCHOR, lookups, run_tap, vcc_config
 from tests.intake_support import SECRET_KEY, Receiver, event, execute, post, rows
 
 if TYPE_CHECKING:
@@ -32,34 +32,10 @@ if TYPE_CHECKING:
 NOW = datetime.now(timezone.utc)
 
 
-@pytest.fixture
-def vcc(start_sandbox):
-    def make(records: int = 40, **kw):
-        dataset = VccDataset(records=records, anchor=ANCHOR)
-        return start_sandbox(SandboxConfig(vcc=dataset, **kw))
-
-    return make
-
-
 def intake_config(server, store: str, **section):
-    return {
-        "start_date": "2024-03-08T00:00:00Z",
-        "end_date": "2024-03-10T13:00:00Z",
-        "cdr_by_uuid": {
-            "customer": "sandbox",
-            "api_token": "sandbox-vcc-token",
-            "base_url": server.url,
-            "intake_store": store,
-            "list_cdrs": False,
-            "first_attempt_delay_minutes": 0,
-            "retry_interval_minutes": 0,
-            **section,
-        },
-    }
-
-
-def lookups(server) -> Counter:
-    return Counter(p.rsplit("/", 1)[-1] for _, p in server.request_log if p.startswith("/v2/cdr/"))
+    return vcc_config(
+        server, **{"intake_store": store, "first_attempt_delay_minutes": 0, **section}
+    )
 
 
 def intake_state(result) -> dict:

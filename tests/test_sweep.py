@@ -8,7 +8,6 @@ import json
 import logging
 import signal
 import subprocess
-import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -17,7 +16,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_cdr.sandbox import SandboxConfig
 from tap_cdr.sandbox.data import VccDataset
-from tests.conftest import ANCHOR, run_tap
+from tests.conftest import ANCHOR, run_tap, tap_command
 from tests.reliability.checker import Report
 
 START = datetime(2024, 3, 5, tzinfo=timezone.utc)
@@ -184,10 +183,9 @@ def test_kill_9_mid_sweep_resumes_at_the_last_complete_date(vcc_log, tmp_path):
     server = vcc_log(records=600, step=900)  # 96 calls a day over six days
     server.config.faults.update({"latency_ms": 20})
     config = sweep_config(server, page_size=10)
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(config))
-    command = [sys.executable, "-m", "tap_cdr.tap", "--config", str(config_path)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        tap_command(tmp_path, config), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     delivered, dates_done = [], 0
     assert proc.stdout is not None
     for line in proc.stdout:

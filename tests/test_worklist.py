@@ -8,17 +8,14 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import timedelta
 
 import pytest
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_cdr.sandbox import SandboxConfig
-from tap_cdr.sandbox.data import VccDataset
 from tap_cdr.worklist import UuidFile, WorkListError
-from tests.conftest import ANCHOR, run_tap
+from tests.conftest import ANCHOR, lookups, run_tap, tap_command, vcc_config
 
 U1 = "85955f2e-049f-4a41-9145-f513abf50c7b"
 U2 = "bbf5825e-85de-4ec1-8625-e6eaf5c96b1e"
@@ -121,38 +118,13 @@ def test_a_malformed_position_in_state_is_a_clear_error(tmp_path):
 # -- through the tap, counted at the sandbox ----------------------------------------
 
 
-@pytest.fixture
-def vcc(start_sandbox):
-    def make(records: int = 40, **kw):
-        dataset = VccDataset(records=records, anchor=ANCHOR)
-        return start_sandbox(SandboxConfig(vcc=dataset, **kw))
-
-    return make
-
-
 def lookup_config(server, path, **section):
-    return {
-        "start_date": "2024-03-08T00:00:00Z",
-        "end_date": "2024-03-10T13:00:00Z",
-        "cdr_by_uuid": {
-            "customer": "sandbox",
-            "api_token": "sandbox-vcc-token",
-            "base_url": server.url,
-            "uuids_file": str(path),
-            "list_cdrs": False,
-            "retry_interval_minutes": 0,
-            **section,
-        },
-    }
+    return vcc_config(server, uuids_file=str(path), **section)
 
 
 def dated(server, i):
     year, month = server.config.vcc.filed_under(i)
     return f"{year:04d}/{month:02d}/{server.config.vcc.uuids[i]}"
-
-
-def lookups(server) -> Counter:
-    return Counter(p.rsplit("/", 1)[-1] for _, p in server.request_log if p.startswith("/v2/cdr/"))
 
 
 def test_run_2_requests_only_the_uuids_appended_since_run_1(vcc, tmp_path):
@@ -316,14 +288,7 @@ def test_state_stays_small_after_100000_uuids_through_the_file(tmp_path):
 
 def run_cli(tmp_path, config, state):
     """Run the real tap; return its last STATE and how many RECORDs it wrote."""
-    config_path = tmp_path / f"config-{time.monotonic_ns()}.json"
-    config_path.write_text(json.dumps(config))
-    command = [sys.executable, "-m", "tap_cdr.tap", "--config", str(config_path)]
-    if state is not None:
-        state_path = tmp_path / f"state-{time.monotonic_ns()}.json"
-        state_path.write_text(json.dumps(state))
-        command += ["--state", str(state_path)]
-    proc = subprocess.run(command, capture_output=True, check=False)
+    proc = subprocess.run(tap_command(tmp_path, config, state), capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     last_state, records = None, 0
     for line in proc.stdout.splitlines():

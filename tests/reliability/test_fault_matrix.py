@@ -20,7 +20,7 @@ import pytest
 
 from tap_cdr.sandbox import SandboxConfig, V3Dataset, start
 from tap_cdr.sandbox.faults import Faults
-from tests.conftest import ANCHOR, expected_ids
+from tests.conftest import ANCHOR, expected_ids, tap_command
 from tests.reliability.checker import Report, assert_no_secret
 
 START = datetime(2024, 3, 6, tzinfo=timezone.utc)
@@ -71,13 +71,7 @@ def world(tmp_path):
             return expected_ids(self.server.config.v3, start, END)
 
         def popen(self, config, state=None):
-            path = tmp_path / f"config-{time.monotonic_ns()}.json"
-            path.write_text(json.dumps(config))
-            args = [sys.executable, "-m", "tap_cdr.tap", "--config", str(path)]
-            if state is not None:
-                state_path = tmp_path / f"state-{time.monotonic_ns()}.json"
-                state_path.write_text(json.dumps(state))
-                args += ["--state", str(state_path)]
+            args = tap_command(tmp_path, config, state)
             env = {**os.environ, "TAP_CDR_LOGLEVEL": "DEBUG"}
             return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
