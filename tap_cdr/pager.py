@@ -209,7 +209,6 @@ class Read(Generic[U]):
     """One read of one unit: its plan, its requested pages, what its pages said."""
 
     unit: U
-    reread: bool = False  # read again, sequentially and whole, after rows moved
     first: Handle | None = None  # the first page, while requested
     first_page: Page | None = None  # the first page, once planned and until used
     plan: Plan[U] | None = None
@@ -287,7 +286,7 @@ class Pager(Generic[U]):
 
     def reread(self, unit: U) -> Read[U]:
         """A sequential read of one unit, for when its rows moved while it was paged."""
-        read = Read(unit, reread=True)
+        read = Read(unit)
         page = self.prefetch.take(self.prefetch.submit(self.fetch, unit, 0), self._top_up)
         read.plan = self.plan(unit, page)
         if read.plan.pieces:  # never divided on a re-read: read it whole

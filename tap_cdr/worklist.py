@@ -140,8 +140,9 @@ class SettingItems:
 
 
 @dataclass
-class FileChunk:
-    """New lines of the uuids file, and the position to save once they are processed."""
+class Chunk:
+    """New uuids of a source (lines of the uuids file, calls of the intake store), and
+    the source's position to save once they are processed."""
 
     items: list[WorkItem]
     position: dict[str, Any]
@@ -168,7 +169,7 @@ class UuidFile:
                 "Remove bookmarks.cdr_by_uuid.uuids_file to read the file from the start."
             )
 
-    def chunks(self) -> Iterator[FileChunk]:
+    def chunks(self) -> Iterator[Chunk]:
         """The lines added since the saved position, in chunks of complete lines."""
         prefix = self._resume()
         if prefix is None:
@@ -192,7 +193,7 @@ class UuidFile:
             return None
         return prefix
 
-    def _rotated_remainder(self) -> Iterator[FileChunk]:
+    def _rotated_remainder(self) -> Iterator[Chunk]:
         saved = self.saved
         assert saved is not None
         name = self.path.name
@@ -206,9 +207,7 @@ class UuidFile:
                 yield from self._read_from(sibling, prefix, position_of=None)
                 return
 
-    def _read_from(
-        self, path: Path, prefix: _Prefix, position_of: Path | None
-    ) -> Iterator[FileChunk]:
+    def _read_from(self, path: Path, prefix: _Prefix, position_of: Path | None) -> Iterator[Chunk]:
         hasher, offset, line_number = prefix.hasher, prefix.length, prefix.lines + 1
         with path.open("rb") as handle:
             handle.seek(offset)
@@ -220,16 +219,15 @@ class UuidFile:
                 lines = data[:cut].split(b"\n")[:-1]
                 for at in range(0, len(lines), self.lines_per_chunk):
                     part = lines[at : at + self.lines_per_chunk]
-                    for line in part:
-                        hasher.update(line + b"\n")
-                        offset += len(line) + 1
-                    items = self._parse(part, path, line_number)
+                    text = b"\n".join(part)
+                    hasher.update(text + b"\n")
+                    offset += len(text) + 1
+                    items = self._parse(text, path, line_number)
                     line_number += len(part)
-                    yield FileChunk(items, self._position(position_of, offset, hasher))
+                    yield Chunk(items, self._position(position_of, offset, hasher))
 
-    def _parse(self, lines: list[bytes], path: Path, first_line: int) -> list[WorkItem]:
+    def _parse(self, data: bytes, path: Path, first_line: int) -> list[WorkItem]:
         source = f"uuids_file {path.name}"
-        data = b"\n".join(lines)
         try:
             return parse_lines(data.decode("utf-8").split("\n"), source, first_line)
         except UnicodeDecodeError as exc:

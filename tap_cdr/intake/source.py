@@ -15,7 +15,6 @@ the other runs about 0.15 s and 15 MB at start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from itertools import takewhile
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tap_cdr.intake.store import Announcement, announced_after, announced_among, count_after
 from tap_cdr.uuids import UuidListError, WorkItem, parse_item
 from tap_cdr.windows import parse_instant
-from tap_cdr.worklist import WorkListError
+from tap_cdr.worklist import Chunk, WorkListError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,15 +35,6 @@ GAP_HORIZON = timedelta(minutes=10)
 # Gaps beyond these are not kept (the oldest go first, with a warning): a bound on
 # state that a store taking ids at any sane rate never reaches within the horizon.
 MAX_GAPS = 10_000
-
-
-@dataclass
-class IntakeChunk:
-    """Calls announced through the intake store, and the position to save once they
-    are processed."""
-
-    items: list[WorkItem]
-    position: dict[str, Any]
 
 
 class IntakeSource:
@@ -89,7 +79,7 @@ class IntakeSource:
             return 0, {}
         return last_id, gaps
 
-    def chunks(self) -> Iterator[IntakeChunk]:
+    def chunks(self) -> Iterator[Chunk]:
         """The calls committed since the saved position, in id order by chunk: first
         the gaps that were committed since, then the new ids."""
         ready_before = self.now - self.delay
@@ -106,7 +96,7 @@ class IntakeSource:
                 found.append(call)
             for at in range(0, len(found), ROWS_PER_CHUNK):
                 part = found[at : at + ROWS_PER_CHUNK]
-                yield IntakeChunk([_intake_item(call) for call in part], self.position())
+                yield Chunk([_intake_item(call) for call in part], self.position())
             while True:
                 calls = announced_after(conn, self.last_id, ROWS_PER_CHUNK)
                 ready = list(takewhile(lambda call: call.received_at <= ready_before, calls))
@@ -115,7 +105,7 @@ class IntakeSource:
                         self.gaps[gap] = self.now.isoformat()
                     self.last_id = call.id
                 if ready:
-                    yield IntakeChunk([_intake_item(call) for call in ready], self.position())
+                    yield Chunk([_intake_item(call) for call in ready], self.position())
                 if len(ready) < ROWS_PER_CHUNK:
                     break
             self.waiting += count_after(conn, self.last_id)

@@ -33,7 +33,7 @@ from tap_cdr.pager import Page, Pager, Read, ordered, plan_listing
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
 from tap_cdr.uuids import WorkItem, month_candidates
 from tap_cdr.windows import listed_through, listing_days
-from tap_cdr.worklist import FileChunk, PendingQueue, SettingItems, UuidFile, WorkListError
+from tap_cdr.worklist import Chunk, PendingQueue, SettingItems, UuidFile, WorkListError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
 
-    from tap_cdr.intake.source import IntakeChunk, IntakeSource
+    from tap_cdr.intake.source import IntakeSource
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -225,7 +225,7 @@ class CdrByUuidStream(BookmarkedStream):
             )
             self.setting = SettingItems(vcc.items, state.get("uuids_done"))
             file = UuidFile(vcc.uuids_file, state.get("uuids_file")) if vcc.uuids_file else None
-            chunks: list[tuple[str, FileChunk | IntakeChunk]] = [
+            chunks: list[tuple[str, Chunk]] = [
                 ("uuids_file", chunk) for chunk in (file.chunks() if file else ())
             ]
             intake = self.intake_source(state.get("intake"))
@@ -450,7 +450,7 @@ class CdrByUuidStream(BookmarkedStream):
 
     # -- lookups by uuid --------------------------------------------------------------
 
-    def _lookups(self, chunks: list[tuple[str, FileChunk | IntakeChunk]]) -> Iterator[Lookup]:
+    def _lookups(self, chunks: list[tuple[str, Chunk]]) -> Iterator[Lookup]:
         """Due pending uuids (oldest first), then new items of the setting, then the
         new lines of the file and the new calls of the intake store; each chunk's last
         lookup carries the position to save after it."""
