@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tap_cdr import uuids
@@ -207,10 +207,10 @@ def _base_url(config: Mapping[str, Any], name: str, raw: Any, errors: list[str])
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         errors.append(
-            f"`{name}` must be an http(s) URL such as https://api.example.vn, got {text!r}"
+            f"`{name}` must be an http(s) URL such as https://api.example.vn, got {_shown(text)!r}"
         )
     elif parts.query or parts.fragment:
-        errors.append(f"`{name}` must not carry a query string or fragment, got {text!r}")
+        errors.append(f"`{name}` must not carry a query string or fragment, got {_shown(text)!r}")
     elif (
         parts.scheme == "http"
         and not config.get("allow_insecure_http")
@@ -221,6 +221,14 @@ def _base_url(config: Mapping[str, Any], name: str, raw: Any, errors: list[str])
             "would cross the network unencrypted. Use https, or set "
             "`allow_insecure_http: true` if you really mean it"
         )
+
+
+def _shown(url: str) -> str:
+    """The URL without what may be a secret: userinfo, query string and fragment."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    hidden = "?..." if parts.query or parts.fragment else ""
+    return urlunsplit(parts._replace(netloc=netloc, query="", fragment="")) + hidden
 
 
 def _is_loopback(host: str) -> bool:

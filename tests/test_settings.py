@@ -42,6 +42,19 @@ def test_base_url_must_be_a_url(url):
     assert "cdr_v3.base_url" in error and "http(s) URL" in error
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://api.example.vn/?token=s3cret-1", "https://api.example.vn/?..."),
+        ("https://api.example.vn/#s3cret-1", "https://api.example.vn/?..."),
+        ("ftp://user:s3cret-1@api.example.vn/x", "ftp://api.example.vn/x"),
+    ],
+)
+def test_a_bad_base_url_is_named_without_what_may_be_a_secret(url, shown):
+    (error,) = errors_for({"cdr_v3": {"base_url": url, "token": "t"}})
+    assert "cdr_v3.base_url" in error and shown in error and "s3cret" not in error
+
+
 def test_plain_http_is_refused_unless_loopback_or_allowed():
     (error,) = errors_for({"cdr_v3": {"base_url": "http://api.example.vn", "token": "t"}})
     assert "allow_insecure_http" in error
