@@ -108,11 +108,12 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
                 "The api_key (cdr_v3.api_key) was refused: check it with the operator."
             )
         try:
-            token = response.json().get("token")
-        except (ValueError, AttributeError):
-            token = None
+            body = response.json()
+        except ValueError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
         if not token or not isinstance(token, str):
-            raise FatalAPIError(
-                f"POST {url} -> 200 but the body has no `token`: {error_text(response)}"
-            )
+            # Name the keys only: the values may be a token under another name.
+            found = f"keys {sorted(body)[:20]}" if isinstance(body, dict) else "not a JSON object"
+            raise FatalAPIError(f"POST {url} -> 200 but the body has no `token` ({found})")
         return token

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import email.utils
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 import requests
-from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from typing_extensions import override
 
+from tap_cdr.auth import V3TokenAuthenticator
 from tap_cdr.client import ServerWait, describe_request, retry_after_seconds
 from tap_cdr.tap import TapCDR
 
@@ -63,3 +69,39 @@ def test_settings_reach_the_stream():
 def test_describe_request_drops_userinfo():
     request = requests.Request("GET", "https://user:pw@api.example.vn/v3/cdr?limit=1").prepare()
     assert describe_request(request) == "GET https://api.example.vn/v3/cdr?limit=1"
+
+
+class TokenUnderAnotherName(BaseHTTPRequestHandler):
+    """A token endpoint that answers 200 with the token under a key we do not read."""
+
+    def do_POST(self) -> None:
+        body = json.dumps({"access_token": "s3cret-token-9", "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    @override
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_token_body_without_token_is_fatal_and_names_only_its_keys():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenUnderAnotherName)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        auth = V3TokenAuthenticator(
+            base_url=f"http://127.0.0.1:{server.server_port}",
+            token=None,
+            api_key="k",
+            timeout=5,
+        )
+        request = requests.Request("GET", "http://127.0.0.1/v3/cdr").prepare()
+        with pytest.raises(FatalAPIError) as info:
+            auth.authenticate_request(request)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "no `token`" in str(info.value) and "access_token" in str(info.value)
+    assert "s3cret-token-9" not in str(info.value)
