@@ -95,17 +95,19 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
 
     def _fetch_token(self) -> str:
         url = f"{self.base_url}/v3/auth/token"
-        try:
-            response = requests.post(url, json={"api_key": self._api_key}, timeout=self._timeout)
-        except requests.RequestException as exc:
-            raise RetriableAPIError(f"POST {url}: {type(exc).__name__}") from None
+        # A connection error or timeout propagates as it is: the SDK retries it, and
+        # the stream names the base_url once it gives up. The api_key is in the body,
+        # which requests' exceptions never show.
+        response = requests.post(url, json={"api_key": self._api_key}, timeout=self._timeout)
         status = response.status_code
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR or status == HTTPStatus.TOO_MANY_REQUESTS:
-            raise RetriableAPIError(f"POST {url} -> {status}: {error_text(response)}", response)
+            raise RetriableAPIError(
+                f"cdr_v3: POST {url} -> {status}: {error_text(response)}", response
+            )
         if status != HTTPStatus.OK:
             raise FatalAPIError(
-                f"POST {url} -> {status}: {error_text(response)}. "
-                "The api_key (cdr_v3.api_key) was refused: check it with the operator."
+                f"cdr_v3: POST {url} -> {status}: {error_text(response)}. The api_key "
+                "(`cdr_v3.api_key`) was refused: check it with the API's operator"
             )
         try:
             body = response.json()
@@ -115,5 +117,8 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
         if not token or not isinstance(token, str):
             # Name the keys only: the values may be a token under another name.
             found = f"keys {sorted(body)[:20]}" if isinstance(body, dict) else "not a JSON object"
-            raise FatalAPIError(f"POST {url} -> 200 but the body has no `token` ({found})")
+            raise FatalAPIError(
+                f"cdr_v3: POST {url} -> 200 but the body has no `token` ({found}): is "
+                "`cdr_v3.base_url` the TEL4VN v3 API?"
+            )
         return token

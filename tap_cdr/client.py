@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import decimal
 import random
+import socket
+import ssl
 import sys
 import threading
 from functools import cached_property
@@ -16,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+import requests
 from requests.adapters import HTTPAdapter
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import SinglePagePaginator
 from singer_sdk.streams import RESTStream
 from urllib3.exceptions import InvalidHeader
 from urllib3.util import Retry
@@ -27,9 +31,10 @@ from tap_cdr.auth import error_text
 from tap_cdr.pager import Page
 
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Generator, Iterable
 
-    import requests
+    from singer_sdk.helpers.types import Context
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -54,6 +59,10 @@ def describe_request(request: requests.PreparedRequest | None) -> str:
     return f"{request.method} {urlunsplit(parts._replace(netloc=netloc))}"
 
 
+def _prepared(request: Any) -> requests.PreparedRequest | None:
+    return request if isinstance(request, requests.PreparedRequest) else None
+
+
 # msgspec parses pages several times faster than json; Decimals keep non-integer
 # numbers exact, as the SDK's own parser does.
 _decoder = msgspec.json.Decoder(float_hook=decimal.Decimal)
@@ -72,6 +81,57 @@ def json_body(response: requests.Response) -> Any:
             raise ValueError(str(exc)) from None
         setattr(response, _BODY_ATTR, cached)
     return cached
+
+
+def network_reason(exc: BaseException, timeout: float) -> str:
+    """Why a request got no response, in words: the OS error under requests' and
+    urllib3's wrappers (refused, unknown host, TLS), or the timeout."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"no response within {timeout:g} s (`request_timeout_seconds`)"
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(current, ssl.SSLError):
+            return f"TLS failed ({current.reason or current})"
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused: nothing listens at that address"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror.lower()
+        todo += [arg for arg in current.args if isinstance(arg, BaseException)]
+        todo += [
+            found
+            for found in (current.__cause__, current.__context__, getattr(current, "reason", None))
+            if isinstance(found, BaseException)
+        ]
+    return type(exc).__name__
+
+
+_SDK_SYNC_FAILED = "An unhandled error occurred while syncing '%s'"
+
+
+def _said_once(record: logging.LogRecord) -> bool:
+    """Drop the lines that say again what the tap says once: backoff's own line for
+    every retry and for the last failure (the SDK hands it the stream's logger;
+    `backoff_handler` logs each retry), and the SDK's note that a stream failed (the
+    run's error line names the stream and the cause)."""
+    if record.funcName in ("_log_backoff", "_log_giveup"):
+        return False
+    return record.msg != _SDK_SYNC_FAILED
+
+
+class OnePage(SinglePagePaginator):
+    """One request is one page. An empty page ends it quietly, not with the SDK's
+    "pagination stopped" line: the streams plan their pages and expect empty ones."""
+
+    @override
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        return True
 
 
 class ServerWait(float):
@@ -106,10 +166,25 @@ class CdrApiStream(RESTStream[Any]):
 
     #: The config object that configures this stream (e.g. ``cdr_v3``).
     settings_key: str = ""
+    #: The route (URL template) of a request whose context names no other.
+    route: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._page_meta = threading.local()
+        self.logger.addFilter(_said_once)
+
+    @override
+    @property
+    def path(self) -> str:  # type: ignore[override] # the SDK's is a plain attribute
+        """The route of the request this thread is making: the SDK builds the URL
+        from it and tags the request's metrics with it."""
+        return getattr(self._page_meta, "route", self.route)
+
+    def route_for(self, context: Context | None) -> str:
+        """The route a request with this context goes to."""
+        del context
+        return self.route
 
     @property
     def max_concurrency(self) -> int:
@@ -127,8 +202,8 @@ class CdrApiStream(RESTStream[Any]):
         return self.http.timeout  # type: ignore[return-value]
 
     @override
-    def get_new_paginator(self) -> None:
-        return None
+    def get_new_paginator(self) -> OnePage:
+        return OnePage()
 
     @override
     @cached_property
@@ -142,10 +217,30 @@ class CdrApiStream(RESTStream[Any]):
         return session
 
     def fetch_page(self, context: dict[str, Any]) -> Page:
-        """One request through the SDK's request path (auth, retries, metrics)."""
-        rows = list(self.request_records(context))
+        """One request through the SDK's request path (auth, retries, metrics).
+
+        A request that still fails after the last retry ends the run with one line
+        that says what was requested, why it failed and which setting to check."""
         meta = self._page_meta
+        meta.route = self.route_for(context)
+        try:
+            rows = list(self.request_records(context))
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise CdrApiError(self.unreachable_message(exc)) from None
+        except RetriableAPIError as exc:
+            raise CdrApiError(
+                f"{exc}; still failing after {self.http.max_tries} attempts "
+                "(`max_request_tries`): the API is down or overloaded, run again later"
+            ) from None
         return Page(rows, meta.total, meta.waited)
+
+    def unreachable_message(self, exc: requests.exceptions.RequestException) -> str:
+        return (
+            f"{self.name}: {describe_request(_prepared(exc.request))} got no response after "
+            f"{self.http.max_tries} attempts: {network_reason(exc, self.http.timeout)}. "
+            f"Check `{self.settings_key}.base_url` ({self.url_base}) and that this "
+            "machine can reach it"
+        )
 
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:

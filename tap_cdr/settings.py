@@ -9,11 +9,12 @@ Every error names the setting and says what is wrong.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +31,16 @@ SETTLE_DELAY = timedelta(minutes=5)
 V3_FILTERS = ("extension", "status", "hotline", "phone", "direction", "campaign_uuid")
 VCC_DEFAULT_BASE_URL = "https://{customer}.asp.virtual-call-center.eu"
 STORE_URL = re.compile(r"^(?:sqlite|postgresql)(?:\+\w+)?://", re.IGNORECASE)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The config sections checked for unknown keys, besides the top level: each has a
+# fixed set of settings (`filters` is closed by its schema, and the SDK's objects,
+# such as stream_maps, hold names of the user's choosing).
+CHECKED_SECTIONS = ("cdr_v3", "cdr_by_uuid")
+NO_STREAM = (
+    "no stream is configured: a `cdr_v3` object (base_url, and token or api_key) enables "
+    "cdr_v3, the TEL4VN v3 API; a `cdr_by_uuid` object (customer and api_token) enables "
+    "cdr_by_uuid, VCC Live. With Meltano: meltano config set tap-cdr cdr_v3.base_url ..."
+)
 
 
 @dataclass(frozen=True)
@@ -78,22 +89,24 @@ class VccSettings:
     wait_for_pending: timedelta
 
 
-def validate(config: Mapping[str, Any]) -> list[str]:
-    """Every cross-field problem with ``config``, as messages naming the setting.
+def validate(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Every problem with ``config`` that its JSON ``schema`` does not report (keys it
+    does not know, cross-field rules), as messages naming the setting.
 
     Runs after the SDK's schema validation, also when that found errors, so that
     one run of the tap reports every problem: each check tolerates wrong types.
     """
-    errors: list[str] = []
+    errors = unknown_keys(config, schema)
     start = _instant(config, "start_date", errors)
     end = _instant(config, "end_date", errors)
     if start and end and start >= end:
-        errors.append(f"`end_date` ({end.isoformat()}) must be after `start_date`")
+        errors.append(
+            f"`start_date` ({start.isoformat()}) must be before `end_date` "
+            f"({end.isoformat()}): the range of call end times to load is empty"
+        )
     v3, vcc = config.get("cdr_v3"), config.get("cdr_by_uuid")
     if v3 is None and vcc is None:
-        errors.append(
-            "no stream is configured: add a `cdr_v3` and/or a `cdr_by_uuid` object to the config"
-        )
+        errors.append(NO_STREAM)
     if isinstance(v3, Mapping):
         _base_url(config, "cdr_v3.base_url", v3.get("base_url"), errors)
         token, api_key = v3.get("token"), v3.get("api_key")
@@ -122,6 +135,60 @@ def validate(config: Mapping[str, Any]) -> list[str]:
                 )
         _intake_store(vcc.get("intake_store"), errors)
     return errors
+
+
+def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """A key no setting knows is a typo until proven otherwise: silently ignored, it
+    would leave a setting at its default (an intake store never read, a start date
+    never applied). Each is named with the closest known setting."""
+    errors = []
+    known = schema.get("properties", {})
+    places = [("tap-cdr", config, known)]
+    for section in CHECKED_SECTIONS:
+        value = config.get(section)
+        if isinstance(value, Mapping):
+            places.append((section, value, known.get(section, {}).get("properties", {})))
+    for owner, values, settings in places:
+        for key in values:
+            if key in settings:
+                continue
+            guess = difflib.get_close_matches(str(key), list(settings), n=1, cutoff=0.6)
+            hint = (
+                f"; did you mean {guess[0]!r}?"
+                if guess
+                else f" (its settings: {', '.join(sorted(settings))})"
+            )
+            errors.append(f"{str(key)[:80]!r} is not a setting of {owner}{hint}")
+    return errors
+
+
+def warnings(config: Mapping[str, Any], now: datetime | None = None) -> list[str]:
+    """What is valid but probably not meant: a date range that lies in the future."""
+    now = now or datetime.now(timezone.utc)
+    try:
+        start, end = (
+            parse_instant(config[name]) if config.get(name) else None
+            for name in ("start_date", "end_date")
+        )
+    except (ValueError, TypeError, AttributeError):
+        return []  # reported as errors
+    dated = (("start_date", start), ("end_date", end))
+    future = [name for name, value in dated if value and value > now]
+    if not future:
+        return []
+    dates = (
+        f"`start_date` ({start.isoformat() if start else 'not set'}) and `end_date` "
+        f"({end.isoformat() if end else 'not set: 5 minutes before the run'})"
+    )
+    if start and start > now:
+        effect = "no call has ended after start_date yet, so this run loads nothing"
+    else:
+        effect = (
+            "this run reads up to 5 minutes before now, and later runs read on to end_date "
+            "as calls end"
+        )
+    verb = "lies" if len(future) == 1 else "lie"
+    return [f"{dates}: {' and '.join(future)} {verb} in the future; {effect}"]
 
 
 def sync_settings(config: Mapping[str, Any]) -> SyncSettings:

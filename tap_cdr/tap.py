@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from typing import Any
@@ -11,6 +12,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_cdr import settings
+from tap_cdr.cli import StopOnSignal, main
 from tap_cdr.streams import CdrByUuidStream, CdrV3Stream
 from tap_cdr.writer import BufferedMsgSpecWriter
 
@@ -97,6 +99,15 @@ class TapCDR(Tap):
             default=300,
             nullable=False,
             description="Longest wait between attempts, including a server's Retry-After.",
+        ),
+        th.Property(
+            "metrics_log_level",
+            th.StringType(allowed_values=list(settings.LOG_LEVELS)),
+            default="WARNING",
+            nullable=False,
+            description="Level of the SDK's metrics logger. Its METRIC lines (records, "
+            "requests, timings) are logged at INFO: the default WARNING keeps them out of "
+            "the log; INFO lets them through, for Meltano to parse.",
         ),
         th.Property(
             "cdr_v3",
@@ -296,10 +307,18 @@ class TapCDR(Tap):
             super().__init__(**kwargs)
         except ConfigValidationError as exc:
             schema_errors = [setting_error(error) for error in exc.errors]
-        if kwargs.get("validate_config", True):
-            errors = schema_errors + settings.validate(self.config)
+        validating = kwargs.get("validate_config", True)
+        if validating:
+            schema = copy.deepcopy(self.config_jsonschema)
+            self.append_builtin_config(schema)
+            errors = schema_errors + settings.validate(self.config, schema)
             if errors:
                 raise ConfigValidationError("Config validation failed", errors=errors)
+            for warning in settings.warnings(self.config):
+                self.logger.warning("%s", warning)
+        self.metrics_logger.setLevel(self.config.get("metrics_log_level", "WARNING"))
+        if isinstance(self.message_writer, BufferedMsgSpecWriter):
+            StopOnSignal(self.message_writer).install()
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -308,8 +327,10 @@ class TapCDR(Tap):
             streams.append(CdrV3Stream(self))
         if "cdr_by_uuid" in self.config:
             streams.append(CdrByUuidStream(self))
+        if not streams:
+            self.logger.warning("%s", settings.NO_STREAM)
         return streams
 
 
 if __name__ == "__main__":
-    TapCDR.cli()
+    main()

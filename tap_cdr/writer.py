@@ -8,18 +8,26 @@ slowest part of a concurrent run. Here RECORD lines collect in a buffer that is 
 at 1 MB, and every other message (SCHEMA, STATE, ...) writes and flushes it, so a
 STATE never reaches the target before the records it covers, and a process killed
 mid-window loses only records whose STATE was never sent either.
+
+A message is never cut in two: a SIGINT or SIGTERM that arrives while one is being
+written takes effect once it is written (`tap_cdr.cli`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 from typing import TYPE_CHECKING
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecWriter, enc_hook
-from singer_sdk.singerlib import RecordMessage
+from singer_sdk.singerlib import RecordMessage, StateMessage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from singer_sdk.singerlib.encoding.simple import Message
 
 if sys.version_info >= (3, 12):
@@ -31,31 +39,86 @@ _encoder = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
 CHUNK_BYTES = 1 << 20
 
 
+class OutputError(Exception):
+    """Standard output cannot be written (a full disk, a loader that went away)."""
+
+
 class BufferedMsgSpecWriter(MsgSpecWriter):
     @override
     def __init__(self) -> None:
         super().__init__()
         self._pending = bytearray()
+        #: The last STATE line written: what a run stopped by a signal ends with.
+        self.last_state: bytes | None = None
+        #: Set while a message is being written; a signal handler that finds it set
+        #: leaves `after_write` to be called once the write is complete.
+        self.writing = False
+        self.after_write: Callable[[], None] | None = None
 
     @override
     def write_message(self, message: Message) -> None:
-        _encoder.encode_into(message.to_dict(), self._pending, -1)  # -1: append
-        self._pending.extend(b"\n")
-        is_record = isinstance(message, RecordMessage)
-        if not is_record or len(self._pending) >= CHUNK_BYTES:
-            self._write_pending(flush=not is_record)
+        with self._whole():
+            start = len(self._pending)
+            _encoder.encode_into(message.to_dict(), self._pending, -1)  # -1: append
+            self._pending.extend(b"\n")
+            if isinstance(message, StateMessage):
+                self.last_state = bytes(self._pending[start:])
+            is_record = isinstance(message, RecordMessage)
+            if not is_record or len(self._pending) >= CHUNK_BYTES:
+                self._write_pending(flush=not is_record)
 
     def flush(self) -> None:
         """Write what is buffered (the streams call it at each commit point)."""
+        with self._whole():
+            if self._pending:
+                self._write_pending(flush=True)
+
+    def end_interrupted(self) -> None:
+        """Write the records buffered, then the last STATE again, so that the output
+        ends with the state a resumed run starts from."""
+        if self.last_state is not None:
+            self._pending.extend(self.last_state)
         if self._pending:
             self._write_pending(flush=True)
 
+    @contextlib.contextmanager
+    def _whole(self) -> Iterator[None]:
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
+        if self.after_write is not None:
+            after, self.after_write = self.after_write, None
+            after()
+
     def _write_pending(self, *, flush: bool) -> None:
-        out = getattr(sys.stdout, "buffer", None)
-        if out is None:  # a text stream without a buffer (tests capturing stdout)
-            sys.stdout.write(self._pending.decode())
-        else:
-            out.write(self._pending)
-        self._pending.clear()
-        if flush:
-            sys.stdout.flush()
+        try:
+            out = getattr(sys.stdout, "buffer", None)
+            if out is None:  # a text stream without a buffer (tests capturing stdout)
+                sys.stdout.write(self._pending.decode())
+            else:
+                out.write(self._pending)
+            self._pending.clear()
+            if flush:
+                sys.stdout.flush()
+        except OSError as exc:
+            _discard_stdout()
+            if exc.errno == errno.EPIPE:
+                cause = "the loader it is piped to has exited: see the loader's log"
+            elif exc.errno == errno.ENOSPC:
+                cause = "the disk it is written to is full"
+            else:
+                cause = exc.strerror or type(exc).__name__
+            raise OutputError(
+                f"tap-cdr: cannot write its output to standard output: {cause}"
+            ) from None
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null: Python flushes stdout again at exit, and would print
+    a second error about the same broken output."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

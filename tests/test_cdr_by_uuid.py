@@ -88,13 +88,13 @@ def test_never_available_is_given_up_with_an_error_and_summary(vcc, caplog, styl
     assert pending_of(result) == {}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(missing in m and "giving up" in m for m in errors)
-    summaries = [r.getMessage() for r in caplog.records if "fetched" in r.getMessage()]
+    summaries = [r.getMessage() for r in caplog.records if "emitted" in r.getMessage()]
     # The found uuid is fetched once, in the first run; later runs retry only the
     # missing one, until its attempts are used up.
     assert summaries == [
-        "cdr_by_uuid: fetched 1, pending 1, given up 0",
-        "cdr_by_uuid: fetched 0, pending 1, given up 0",
-        "cdr_by_uuid: fetched 0, pending 0, given up 1",
+        "cdr_by_uuid: emitted 1 record (1 looked up by uuid); pending 1, given up 0",
+        "cdr_by_uuid: emitted 0 records (0 looked up by uuid); pending 1, given up 0",
+        "cdr_by_uuid: emitted 0 records (0 looked up by uuid); pending 0, given up 1",
     ]
 
 

@@ -122,7 +122,9 @@ def test_schema_errors_name_the_setting_and_come_with_the_cross_field_ones():
     joined = " | ".join(errors)
     for name in ("`cdr_by_uuid.customer`", "`cdr_by_uuid.max_attempts`", "`cdr_by_uuid.page_size`"):
         assert name in joined
-    assert any("must be after `start_date`" in e for e in errors)
+    assert any(
+        "`start_date` (2024-02-01T00:00:00+00:00) must be before `end_date`" in e for e in errors
+    )
     assert "s3cret-vcc" not in joined
 
 

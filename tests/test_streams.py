@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -248,8 +249,12 @@ def test_one_progress_line_per_window_and_quiet_at_warning(sandbox, caplog):
         run_tap(config)
     lines = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
     assert len(lines) == 10  # 2024-03-01 .. 2024-03-10T13:00 in 24 h windows
-    assert all("records/s" in line and " pages in " in line for line in lines)
+    assert all(
+        re.search(r"complete: \d+ records? from \d+ pages? in .* records/s", line) for line in lines
+    )
     assert sum(int(line.split("complete: ")[1].split()[0]) for line in lines) == 200
+    assert "cdr_v3: emitted 200 records from 10 windows" in caplog.messages
+    assert "from 1 page in" in " ".join(lines)  # not "1 pages"
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         run_tap(config)

@@ -92,10 +92,13 @@ class BookmarkedStream(CommitPointBookmarks, CdrApiStream):
         """The call end times this run reads: [bookmark - lookback, end_date)."""
         sync = settings.sync_settings(self.config)
         now = datetime.now(timezone.utc).replace(microsecond=0)
+        settled = now - settings.SETTLE_DELAY
+        # An end_date in the future is read up to what has settled: a bookmark past
+        # the calls that exist would make later runs skip the calls still to come.
         return sync_range(
             bookmark=self.bookmark(),
             start_date=sync.start_date,
-            end_date=sync.end_date or now - settings.SETTLE_DELAY,
+            end_date=min(sync.end_date or settled, settled),
             lookback=sync.lookback,
             default_history=settings.DEFAULT_HISTORY,
         )

@@ -17,6 +17,7 @@ from tap_cdr.normalize import V3Normalizer
 from tap_cdr.pager import Page, Pager, Plan, Read, plan_window
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
 from tap_cdr.windows import Window, split
+from tap_cdr.wording import counted
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ class CdrV3Stream(BookmarkedStream):
     """
 
     name = "cdr_v3"
-    path = "/v3/cdr"
+    route = "/v3/cdr"
     settings_key = "cdr_v3"
     paging_unit = "window"
     primary_keys = ("id",)
@@ -107,7 +108,13 @@ class CdrV3Stream(BookmarkedStream):
             error = RetriableAPIError(self.response_error_message(response), response)
             error.retry_now = True  # type: ignore[attr-defined] # a new token needs no wait
             raise error
-        super().handle_unauthorized(response)
+        fix = (
+            "a token fetched with `cdr_v3.api_key` was refused: check that the key may read CDRs"
+            if self.v3.api_key
+            else "`cdr_v3.token` was refused: set a valid Bearer token, or `cdr_v3.api_key` "
+            "to have tokens fetched and renewed"
+        )
+        raise CdrApiError(f"{self.response_error_message(response)}. {fix}")
 
     @override
     @staticmethod
@@ -137,22 +144,26 @@ class CdrV3Stream(BookmarkedStream):
         windows = self.windows()
         if not windows:
             self.logger.info("cdr_v3: nothing to read: the bookmark is past end_date")
+        emitted = 0
         for read in self.pager.reads(windows):
             started, records = time.monotonic(), 0
             for record in self.window_records(read):
                 records += 1
                 yield record
             self.commit_state(read.unit.end.isoformat())
+            emitted += records
             elapsed = max(time.monotonic() - started, 1e-6)
             # One line per window: Meltano shows it; hidden at WARNING level.
             self.logger.info(
-                "cdr_v3: window %s complete: %d records from %d pages in %.1f s (%.0f records/s)",
+                "cdr_v3: window %s complete: %s from %s in %.1f s (%.0f records/s)",
                 read.unit.label(),
-                records,
-                len(read.totals),
+                counted(records, "record"),
+                counted(len(read.totals), "page"),
                 elapsed,
                 records / elapsed,
             )
+        summary = f"emitted {counted(emitted, 'record')} from {counted(len(windows), 'window')}"
+        self.logger.info("cdr_v3: %s", summary)
 
     @staticmethod
     def plan(window: Window, first: Page) -> Plan[Window]:

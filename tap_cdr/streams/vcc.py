@@ -33,6 +33,7 @@ from tap_cdr.pager import Page, Pager, Read, ordered, plan_listing
 from tap_cdr.streams.base import SCHEMAS, BookmarkedStream
 from tap_cdr.uuids import WorkItem, month_candidates
 from tap_cdr.windows import listed_through, listing_days
+from tap_cdr.wording import counted
 from tap_cdr.worklist import Chunk, PendingQueue, SettingItems, UuidFile, WorkListError
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ MAX_DAY_PASSES = 4
 # Lookups between two STATE messages (a kill re-requests at most these).
 LOOKUPS_PER_COMMIT = 100
 LISTING_PATH = "/v2/cdrs/{year}/{month}/{day}"
+LOOKUP_PATH = "/v2/cdr/{year}/{month}/{uuid}"
 # A lookup that only carries a file position (its line was a comment, or skipped).
 NOTHING = WorkItem("")
 
@@ -87,7 +89,7 @@ class CdrByUuidStream(BookmarkedStream):
     """VCC Live CDRs: the CDR log of the sync range, and announced uuids (module doc)."""
 
     name = "cdr_by_uuid"
-    path = "/v2/cdr/{year}/{month}/{uuid}"
+    route = LOOKUP_PATH
     settings_key = "cdr_by_uuid"
     paging_unit = "date, or batch of lookups"
     primary_keys = ("uuid",)
@@ -124,6 +126,10 @@ class CdrByUuidStream(BookmarkedStream):
         return VccNormalizer()
 
     # -- HTTP ----------------------------------------------------------------------
+
+    @override
+    def route_for(self, context: Context | None) -> str:
+        return LISTING_PATH if context and "day" in context else LOOKUP_PATH
 
     @override
     def get_url(self, context: Context | None) -> str:
@@ -205,7 +211,8 @@ class CdrByUuidStream(BookmarkedStream):
             return [], None
         body = json_body(response)
         if body.get("errors"):
-            self.logger.info("cdr_by_uuid: %s: %s", response.request.path_url, body["errors"])
+            # Expected while a CDR is not registered yet: the run's summary counts them.
+            self.logger.debug("cdr_by_uuid: %s: %s", response.request.path_url, body["errors"])
             return [], None
         found = body.get("response")
         # The document calls the body a "CDR array" and shows an object: take both.
@@ -293,13 +300,18 @@ class CdrByUuidStream(BookmarkedStream):
         return source
 
     def log_intake(self, intake: IntakeSource, read: int) -> None:
+        waiting = (
+            f"; {counted(intake.waiting, 'call')} received in the last "
+            f"{counted(self.delay_minutes, 'minute')} "
+            f"{'waits' if intake.waiting == 1 else 'wait'} for the next run"
+            if intake.waiting
+            else ""
+        )
         self.logger.info(
-            "cdr_by_uuid: the intake store announced %d calls since the last run (up to id "
-            "%d; %d received less than %d minutes ago wait for the next run)",
-            read,
+            "cdr_by_uuid: the intake store announced %s since the last run (up to id %d%s)",
+            counted(read, "call"),
             intake.last_id,
-            intake.waiting,
-            self.vcc.first_attempt_delay // timedelta(minutes=1),
+            waiting,
         )
         if intake.gaps_dropped:
             self.logger.warning(
@@ -319,26 +331,34 @@ class CdrByUuidStream(BookmarkedStream):
         extra.update(changes)
         self.commit_state(self.bookmark_value, **extra)
 
+    @property
+    def delay_minutes(self) -> int:
+        return self.vcc.first_attempt_delay // timedelta(minutes=1)
+
     def log_summary(self, announced: int, waiting: int | None) -> None:
+        """The run in one line: what was emitted, from where, and what is still to come."""
         counts = self.counts
-        if self.vcc.list_cdrs:
-            self.logger.info(
-                "cdr_by_uuid: the CDR log sweep emitted %d calls; %d of %d announced uuids "
-                "were among them",
-                counts["swept"],
-                counts["announced_in_log"],
-                announced,
-            )
         pending = len(self.queue.entries)
-        summary = (
-            f"cdr_by_uuid: fetched {counts['fetched']}, pending {pending}, "
-            f"given up {counts['given_up']}"
-        )
-        if waiting is not None:
-            delay = self.vcc.first_attempt_delay // timedelta(minutes=1)
+        parts = []
+        if self.vcc.list_cdrs:
+            among = (
+                f", {counts['announced_in_log']:,} of the {counted(announced, 'announced call')}"
+                " among them"
+                if announced
+                else ""
+            )
+            parts.append(f"{counts['swept']:,} from the CDR log sweep{among}")
+        if self.counts["fetched"] or not self.vcc.list_cdrs or announced:
+            parts.append(f"{counts['fetched']:,} looked up by uuid")
+        emitted = counts["swept"] + counts["fetched"]
+        summary = f"cdr_by_uuid: emitted {counted(emitted, 'record')} ({'; '.join(parts)})"
+        if pending or counts["given_up"]:
+            summary += f"; pending {pending:,}, given up {counts['given_up']:,}"
+        if waiting:
             summary += (
-                f"; announced calls not found yet by the sweep or a lookup: {pending + waiting}"
-                f" ({pending} pending, {waiting} received in the last {delay} minutes)"
+                f"; {counted(waiting, 'announced call')} received in the last "
+                f"{counted(self.delay_minutes, 'minute')} "
+                f"{'waits' if waiting == 1 else 'wait'} for the next run"
             )
         self.logger.log(logging.WARNING if counts["given_up"] else logging.INFO, summary)
 
@@ -375,9 +395,9 @@ class CdrByUuidStream(BookmarkedStream):
                     self.bookmark_value = through.isoformat()
                 self.commit()
             self.logger.info(
-                "cdr_by_uuid: CDR log %s complete: %d calls of the range in %.1f s",
+                "cdr_by_uuid: CDR log %s complete: %s of the range in %.1f s",
                 day.label(),
-                len(emitted) - before,
+                counted(len(emitted) - before, "call"),
                 time.monotonic() - started,
             )
 
