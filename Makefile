@@ -10,7 +10,7 @@ TOOLS_VENV := .venv-tools
 FAKESNOW_VENV := .venv-fakesnow
 BQEMULATOR_VENV := .venv-bqemulator
 
-.PHONY: demo test bench lint format sandbox clean
+.PHONY: demo test dist bench lint format sandbox clean
 
 demo: $(VENV)/.installed $(MELTANO_VENV)/.installed
 	bash scripts/demo.sh
@@ -21,6 +21,13 @@ test: $(VENV)/.installed $(TOOLS_VENV)/.installed $(MELTANO_VENV)/.installed \
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	SINGER_CHECK_TAP=$(TOOLS_VENV)/bin/singer-check-tap $(VENV)/bin/pytest
+
+# dist/: the wheel, the sdist, and tap-cdr.yml, the Meltano plugin definition that
+# installs that wheel (`make dist PIP_URL=git+https://...` for another pip_url).
+dist: $(VENV)/.installed
+	rm -rf dist
+	$(VENV)/bin/python -m build --outdir dist .
+	$(VENV)/bin/python scripts/meltano_plugins.py --dist dist $(if $(PIP_URL),--pip-url '$(PIP_URL)')
 
 # Speed and memory figures (never part of `make test`): writes benchmarks/RESULTS.md.
 bench: $(VENV)/.installed
@@ -50,9 +57,10 @@ $(MELTANO_VENV)/.installed:
 	$(MELTANO_VENV)/bin/pip install --quiet 'meltano>=4,<5'
 	touch $@
 
-$(TOOLS_VENV)/.installed:
+# singer-check-tap, and pipx for the README's install commands (tests/test_install.py).
+$(TOOLS_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/pip install --quiet 'singer-tools==0.4.1'
+	$(TOOLS_VENV)/bin/pip install --quiet 'singer-tools==0.4.1' 'pipx>=1.7'
 	touch $@
 
 $(FAKESNOW_VENV)/.installed:
@@ -70,4 +78,4 @@ $(BQEMULATOR_VENV)/.installed:
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(MELTANO_VENV) $(TOOLS_VENV) $(FAKESNOW_VENV) $(BQEMULATOR_VENV) .meltano output
+	rm -rf $(VENV) $(MELTANO_VENV) $(TOOLS_VENV) $(FAKESNOW_VENV) $(BQEMULATOR_VENV) .meltano output dist

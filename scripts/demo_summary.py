@@ -32,6 +32,10 @@ def sandbox(path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+def counted(number: int, noun: str) -> str:
+    return f"{number:,} {noun if number == 1 else noun + 's'}"
+
+
 db = duckdb.connect(args.path, read_only=True)
 tables = {name for (name,) in db.sql("select table_name from information_schema.tables").fetchall()}
 loaded = (
@@ -105,8 +109,9 @@ if args.sandbox:
     looked_up = set(stats["vcc_lookups"])
     again = looked_up & before
     print(
-        f"  this run: {stats['vcc_list_requests']} CDR log requests, lookups of "
-        f"{len(looked_up)} uuids, of which already loaded before this run: {len(again)}"
+        f"  this run: {counted(stats['vcc_list_requests'], 'CDR log request')}, lookups of "
+        f"{counted(len(looked_up), 'uuid')}, of which already loaded before this run: "
+        f"{len(again)}"
     )
     failed |= bool(again)
 if failed:

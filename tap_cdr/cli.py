@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 
 from tap_cdr.writer import BufferedMsgSpecWriter, OutputError
 
@@ -90,10 +90,22 @@ def main() -> None:
         _exit_now(128 + stop.signum)
     except KeyboardInterrupt:  # before the tap set its handlers
         _exit_now(128 + signal.SIGINT)
+    except ConfigValidationError as exc:
+        report_config_errors(exc.errors)
+        _exit_now(1)
     except Exception as exc:  # every failure ends as one line
         log.debug("tap-cdr failed", exc_info=True)
         log.error("%s", one_line(exc))  # noqa: TRY400 (the traceback is at DEBUG)
         _exit_now(1)
+
+
+def report_config_errors(errors: list[str]) -> None:
+    """One ERROR line per problem. With several, a last line says how many: the one
+    line that `meltano config test` shows of a failed run."""
+    for error in errors:
+        log.error("%s", " ".join(error.split()))
+    if len(errors) > 1:
+        log.error("tap-cdr: %d problems in the config (above); nothing was requested", len(errors))
 
 
 def one_line(exc: BaseException) -> str:

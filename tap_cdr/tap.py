@@ -5,14 +5,14 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from typing import Any
+from typing import IO, Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_cdr import settings
-from tap_cdr.cli import StopOnSignal, main
+from tap_cdr.cli import StopOnSignal, main, report_config_errors
 from tap_cdr.streams import CdrByUuidStream, CdrV3Stream
 from tap_cdr.writer import BufferedMsgSpecWriter
 
@@ -319,6 +319,27 @@ class TapCDR(Tap):
         self.metrics_logger.setLevel(self.config.get("metrics_log_level", "WARNING"))
         if isinstance(self.message_writer, BufferedMsgSpecWriter):
             StopOnSignal(self.message_writer).install()
+
+    @override
+    @classmethod
+    def invoke(  # type: ignore[override] # the SDK's own signature, as Tap declares it
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: IO[str] | None = None,
+        catalog: IO[str] | None = None,
+    ) -> None:
+        # The SDK reports a bad config itself, ending with a fixed "Config validation
+        # failed" line; tap_cdr.cli reports it so that the last line names the problem.
+        try:
+            super().invoke(
+                about=about, about_format=about_format, config=config, state=state, catalog=catalog
+            )
+        except ConfigValidationError as exc:
+            report_config_errors(exc.errors)
+            sys.exit(1)
 
     @override
     def discover_streams(self) -> list[Stream]:

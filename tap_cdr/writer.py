@@ -27,6 +27,7 @@ from singer_sdk.singerlib import RecordMessage, StateMessage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from typing import BinaryIO
 
     from singer_sdk.singerlib.encoding.simple import Message
 
@@ -75,11 +76,10 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
 
     def end_interrupted(self) -> None:
         """Write the records buffered, then the last STATE again, so that the output
-        ends with the state a resumed run starts from."""
-        if self.last_state is not None:
-            self._pending.extend(self.last_state)
-        if self._pending:
-            self._write_pending(flush=True)
+        ends with the state a resumed run starts from (an empty one if the run had
+        neither a state to start from nor a commit yet)."""
+        self._pending.extend(self.last_state or b'{"type":"STATE","value":{}}\n')
+        self._write_pending(flush=True)
 
     @contextlib.contextmanager
     def _whole(self) -> Iterator[None]:
@@ -98,7 +98,7 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
             if out is None:  # a text stream without a buffer (tests capturing stdout)
                 sys.stdout.write(self._pending.decode())
             else:
-                out.write(self._pending)
+                _write_all(out, self._pending)
             self._pending.clear()
             if flush:
                 sys.stdout.flush()
@@ -113,6 +113,16 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
             raise OutputError(
                 f"tap-cdr: cannot write its output to standard output: {cause}"
             ) from None
+
+
+def _write_all(out: BinaryIO, data: bytearray) -> None:
+    """Write every byte. With PYTHONUNBUFFERED (common in containers) stdout is a raw
+    file, whose write may stop short: at a signal, a pipe that was full writes only
+    what fitted before it."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += out.write(view[done:]) or 0
 
 
 def _discard_stdout() -> None:

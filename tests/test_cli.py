@@ -83,3 +83,45 @@ def test_readme_settings_table_matches_about():
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_meltano_plugin_definitions_match_about():
+    """plugin/*.yml and the tap's settings in meltano.yml come from `tap-cdr --about`."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "meltano_plugins.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_sandbox_help_shows_defaults_and_its_banner_the_settings_for_both_vendors():
+    sandbox = [sys.executable, "-m", "tap_cdr.sandbox"]
+    help_text = subprocess.run(
+        [*sandbox, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    help_text = " ".join(help_text.split())  # argparse wraps lines
+    for default in ("(default: 8765)", "(default: 500)", "(default: sandbox-vcc-token)"):
+        assert default in help_text
+    proc = subprocess.Popen(
+        [*sandbox, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        url = proc.stdout.readline().strip()
+        banner = [proc.stderr.readline() for _ in range(5)]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert url.startswith("http://127.0.0.1:")
+    v3 = json.loads(banner[2].split('"cdr_v3": ', 1)[1])
+    vcc = json.loads(banner[4].split('"cdr_by_uuid": ', 1)[1])
+    assert v3 == {"base_url": url, "token": "sandbox-token"}
+    assert vcc == {"customer": "sandbox", "api_token": "sandbox-vcc-token", "base_url": url}
+    assert "500 CDRs" in banner[1] and "20 calls" in banner[3]

@@ -40,3 +40,31 @@ def test_config_print_masks_secrets_and_nests_env_settings():
     assert "tok-do-not-print-9f3a" not in proc.stdout + proc.stderr
     assert "vcc-do-not-print-77b1" not in proc.stdout + proc.stderr
     assert config["cdr_v3"]["token"] == config["cdr_by_uuid"]["api_token"] == "*****"
+
+
+def test_a_config_of_one_vendor_warns_about_nothing():
+    """No `select` rule names a stream that a one-vendor config does not discover."""
+    if not MELTANO.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Meltano is missing: make test installs it in .venv-meltano")
+        pytest.skip("Meltano not installed (make test installs it)")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TAP_CDR_")},
+        "TAP_CDR_CDR_V3_BASE_URL": "https://api.example.vn",
+        "TAP_CDR_CDR_V3_TOKEN": "tok-not-used",
+    }
+    proc = subprocess.run(
+        [str(MELTANO), "invoke", "--dump=catalog", "tap-cdr"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    catalog = json.loads(proc.stdout[proc.stdout.index("{") :])
+    (stream,) = catalog["streams"]
+    assert stream["tap_stream_id"] == "cdr_v3"
+    metadata = {tuple(m["breadcrumb"]): m["metadata"] for m in stream["metadata"]}
+    assert metadata[()]["selected"] is True  # Meltano's default rule selects every stream
+    assert "[warning" not in proc.stderr, proc.stderr

@@ -7,6 +7,7 @@ Run it with ``tap-cdr-sandbox --port 0`` or ``python -m tap_cdr.sandbox``. It bi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime, timezone
 
@@ -14,6 +15,11 @@ from tap_cdr.sandbox.data import V3Dataset, VccDataset, default_anchor
 from tap_cdr.sandbox.faults import Faults, parse_cli
 from tap_cdr.sandbox.server import SandboxConfig, SandboxServer, start
 from tap_cdr.sandbox.webhooks import webhook_config
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 __all__ = ["SandboxConfig", "SandboxServer", "V3Dataset", "main", "start"]
 
@@ -23,11 +29,23 @@ def _anchor(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each default, except where there is none to show."""
+
+    @override
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, (), [], False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tap-cdr-sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tap-cdr-sandbox", description=__doc__, formatter_class=_Defaults
+    )
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--records", type=int, default=500, help="v3 CDRs to serve")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--records", type=int, default=500, help="TEL4VN v3 CDRs to serve")
+    parser.add_argument("--seed", type=int, default=1, help="the datasets' random seed")
     parser.add_argument(
         "--anchor",
         type=_anchor,
@@ -40,11 +58,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="seconds between consecutive calls (default: spread over a week)",
     )
-    parser.add_argument("--timezone", default="Asia/Ho_Chi_Minh")
-    parser.add_argument("--token", default="sandbox-token")
-    parser.add_argument("--api-key", default="sandbox-api-key")
-    parser.add_argument("--token-max-uses", type=int, default=0)
-    parser.add_argument("--max-limit", type=int, default=0)
+    parser.add_argument(
+        "--timezone", default="Asia/Ho_Chi_Minh", help="zone of the v3 API's naive timestamps"
+    )
+    parser.add_argument("--token", default="sandbox-token", help="the v3 Bearer token")
+    parser.add_argument(
+        "--api-key", default="sandbox-api-key", help="the v3 api_key, exchanged for a token"
+    )
+    parser.add_argument(
+        "--token-max-uses",
+        type=int,
+        default=0,
+        help="a token fetched with the api_key expires after this many requests (0: never)",
+    )
+    parser.add_argument(
+        "--max-limit", type=int, default=0, help="cap v3 page sizes at this (0: no cap)"
+    )
     faults = parser.add_argument_group("faults (also POST /_sandbox/faults at run time)")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="delay per data request")
     faults.add_argument(
@@ -63,13 +92,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="hide the N newest v3 calls (late registration) until POST /_sandbox/release",
     )
     vcc = parser.add_argument_group("VCC Live API: the CDR log listing and the lookup by uuid")
-    vcc.add_argument("--vcc-records", type=int, default=20)
+    vcc.add_argument("--vcc-records", type=int, default=20, help="VCC Live calls to serve")
     vcc.add_argument(
         "--vcc-step-seconds", type=int, default=3600, help="seconds between VCC calls' starts"
     )
-    vcc.add_argument("--vcc-customer", default="sandbox")
-    vcc.add_argument("--vcc-token", default="sandbox-vcc-token")
-    vcc.add_argument("--vcc-month-basis", choices=("local", "utc"), default="local")
+    vcc.add_argument("--vcc-customer", default="sandbox", help="the Basic auth user")
+    vcc.add_argument(
+        "--vcc-token", default="sandbox-vcc-token", help="the API token (Basic auth password)"
+    )
+    vcc.add_argument(
+        "--vcc-month-basis",
+        choices=("local", "utc"),
+        default="local",
+        help="the month a lookup finds a call under: its start's local or UTC month",
+    )
     vcc.add_argument(
         "--vcc-day-basis",
         choices=("local", "utc"),
@@ -108,7 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="hide the N newest VCC calls (listing and lookup) until POST /_sandbox/release",
     )
-    vcc.add_argument("--vcc-pending-style", choices=("errors", "404", "empty"), default="errors")
+    vcc.add_argument(
+        "--vcc-pending-style",
+        choices=("errors", "404", "empty"),
+        default="errors",
+        help="how a lookup says a CDR is not available yet",
+    )
     vcc.add_argument(
         "--vcc-delay-requests",
         action="append",
@@ -217,6 +258,37 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     return config
 
 
+def banner(url: str, config: SandboxConfig) -> str:
+    """What the sandbox serves, and the settings that reach it."""
+    v3, vcc = config.v3, config.vcc
+    v3_section = {"base_url": url, "token": config.token}
+    vcc_section = {
+        "customer": config.vcc_customer,
+        "api_token": config.vcc_token,
+        "base_url": url,
+    }
+    v3_line = (
+        f"  TEL4VN v3, GET /v3/cdr: {v3.records:,} CDRs, the newest ending "
+        f"{v3.anchor:%Y-%m-%d %H:%M} UTC; Bearer token {config.token!r}, or api_key "
+        f"{config.api_key!r} at POST /v3/auth/token"
+    )
+    vcc_line = (
+        "  VCC Live, GET /v2/cdrs/{year}/{month}/{day} (the CDR log) and "
+        f"/v2/cdr/{{year}}/{{month}}/{{uuid}}: {vcc.records:,} calls, the newest ending "
+        f"around {vcc.anchor:%Y-%m-%d %H:%M} UTC; Basic auth {config.vcc_customer!r} / "
+        f"{config.vcc_token!r}"
+    )
+    return "\n".join(
+        [
+            f"sandbox: serving on {url} (127.0.0.1 only) until Ctrl-C",
+            v3_line,
+            f'    tap config: "cdr_v3": {json.dumps(v3_section)}',
+            vcc_line,
+            f'    tap config: "cdr_by_uuid": {json.dumps(vcc_section)}',
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config = config_from_args(args)
@@ -226,12 +298,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{year:04d}/{month:02d}/{config.vcc.uuids[i]}")
         return
     server = SandboxServer(args.port, config)
-    print(server.url, flush=True)
-    print(
-        f"sandbox: {args.records} v3 CDRs ending at {server.config.v3.anchor:%Y-%m-%d %H:%M} UTC",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(server.url, flush=True)  # the first line: scripts read the URL from it
+    print(banner(server.url, config), file=sys.stderr, flush=True)
     server.start_webhooks()
     try:
         server.serve_forever()
