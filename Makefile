@@ -23,9 +23,9 @@ test: $(VENV)/.installed $(TOOLS_VENV)/.installed $(MELTANO_VENV)/.installed \
 	SINGER_CHECK_TAP=$(TOOLS_VENV)/bin/singer-check-tap $(VENV)/bin/pytest
 
 # dist/: the wheel, the sdist, and tap-cdr.yml, the Meltano plugin definition that
-# installs that wheel (`make dist PIP_URL=git+https://...` for another pip_url).
+# installs that wheel (`make dist PIP_URL=git+https://...` for another pip_url). Older
+# wheels stay: a Meltano project's pip_url may still name one.
 dist: $(VENV)/.installed
-	rm -rf dist
 	$(VENV)/bin/python -m build --outdir dist .
 	$(VENV)/bin/python scripts/meltano_plugins.py --dist dist $(if $(PIP_URL),--pip-url '$(PIP_URL)')
 

@@ -95,9 +95,9 @@ if args.sandbox:
     verdict = "OK" if sorted(loaded) == sorted(expected) else "MISMATCH"
     waiting = set(announced) - expected
     print(
-        f"  VCC calls registered in the window, or announced: {len(expected)} "
-        f"({len(set(announced) & expected)} announced by a webhook, {len(only_by_sweep)} found "
-        f"only by the CDR log sweep): {verdict}"
+        f"  VCC calls registered so far (in the window, or announced): {len(expected)}, each "
+        f"loaded once ({len(set(announced) & expected)} announced by a webhook, "
+        f"{len(only_by_sweep)} found only by the CDR log sweep): {verdict}"
     )
     if waiting:
         print(f"  announced by a webhook, not registered yet (pending): {len(waiting)}")
@@ -110,8 +110,8 @@ if args.sandbox:
     again = looked_up & before
     print(
         f"  this run: {counted(stats['vcc_list_requests'], 'CDR log request')}, lookups of "
-        f"{counted(len(looked_up), 'uuid')}, of which already loaded before this run: "
-        f"{len(again)}"
+        f"{counted(len(looked_up), 'uuid')} (found or not), of which already loaded before "
+        f"this run: {len(again)}"
     )
     failed |= bool(again)
 if failed:

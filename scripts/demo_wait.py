@@ -33,7 +33,8 @@ def main() -> int:
                 print(
                     f"demo: webhooks delivered {stats['webhooks_delivered']} "
                     f"(+{stats['webhooks_duplicated']} sent twice, {stats['webhooks_retried']} "
-                    f"retried), none for {len(stats['webhooks_skipped'])} calls"
+                    f"retried), none for {len(stats['webhooks_skipped'])} calls; a call the "
+                    "store already holds counts as delivered again, not as a new call"
                 )
                 return 0
         time.sleep(0.2)

@@ -16,6 +16,8 @@ from requests.auth import HTTPBasicAuth
 from singer_sdk.authenticators import APIAuthenticatorBase
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
+from tap_cdr.redact import REDACTOR
+
 if sys.version_info >= (3, 12):
     from typing import override
 else:
@@ -121,4 +123,5 @@ class V3TokenAuthenticator(APIAuthenticatorBase):
                 f"cdr_v3: POST {url} -> 200 but the body has no `token` ({found}): is "
                 "`cdr_v3.base_url` the TEL4VN v3 API?"
             )
+        REDACTOR.add(token)  # an API's error body may echo it
         return token

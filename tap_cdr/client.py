@@ -7,6 +7,7 @@ Only this module and auth.py know HTTP details.
 from __future__ import annotations
 
 import decimal
+import logging
 import random
 import socket
 import ssl
@@ -29,9 +30,9 @@ from urllib3.util import Retry
 from tap_cdr import settings
 from tap_cdr.auth import error_text
 from tap_cdr.pager import Page
+from tap_cdr.wording import counted
 
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Generator, Iterable
 
     from singer_sdk.helpers.types import Context
@@ -216,6 +217,15 @@ class CdrApiStream(RESTStream[Any]):
         session.mount("http://", adapter)
         return session
 
+    @override
+    def build_prepared_request(self, *args: Any, **kwargs: Any) -> requests.PreparedRequest:
+        # The SDK's version also authenticates here, outside its retries: a token fetch
+        # that got no response would end the run at its first attempt. The SDK's request
+        # path authenticates each attempt anyway, within the retries.
+        request = requests.Request(*args, **kwargs)
+        request.headers.setdefault("User-Agent", self.user_agent)
+        return self.requests_session.prepare_request(request)
+
     def fetch_page(self, context: dict[str, Any]) -> Page:
         """One request through the SDK's request path (auth, retries, metrics).
 
@@ -229,7 +239,7 @@ class CdrApiStream(RESTStream[Any]):
             raise CdrApiError(self.unreachable_message(exc)) from None
         except RetriableAPIError as exc:
             raise CdrApiError(
-                f"{exc}; still failing after {self.http.max_tries} attempts "
+                f"{exc}; still failing after {counted(self.http.max_tries, 'attempt')} "
                 "(`max_request_tries`): the API is down or overloaded, run again later"
             ) from None
         return Page(rows, meta.total, meta.waited)
@@ -237,10 +247,14 @@ class CdrApiStream(RESTStream[Any]):
     def unreachable_message(self, exc: requests.exceptions.RequestException) -> str:
         return (
             f"{self.name}: {describe_request(_prepared(exc.request))} got no response after "
-            f"{self.http.max_tries} attempts: {network_reason(exc, self.http.timeout)}. "
-            f"Check `{self.settings_key}.base_url` ({self.url_base}) and that this "
-            "machine can reach it"
+            f"{counted(self.http.max_tries, 'attempt')}: "
+            f"{network_reason(exc, self.http.timeout)}. Check {self.where_base_url()} and "
+            "that this machine can reach it"
         )
+
+    def where_base_url(self) -> str:
+        """The setting that sets the API's address, for error messages."""
+        return f"`{self.settings_key}.base_url` ({self.url_base})"
 
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
@@ -287,16 +301,25 @@ class CdrApiStream(RESTStream[Any]):
 
     @override
     def backoff_handler(self, details: Any) -> None:
+        """One line per retry. A token renewed after a 401 is routine: INFO."""
         exception = details.get("exception")
-        self.logger.warning(
-            "%s: attempt %d failed (%s); retrying in %.1f s",
+        renewing = getattr(exception, "retry_now", False)
+        self.logger.log(
+            logging.INFO if renewing else logging.WARNING,
+            "%s: attempt %d failed (%s)%s; retrying in %.1f s",
             self.name,
             details.get("tries", 0),
             str(exception)
             if isinstance(exception, RetriableAPIError)
-            else type(exception).__name__,
+            else f"{type(exception).__name__}: {network_reason(exception, self.http.timeout)}",
+            self.retry_note(details),
             details.get("wait") or 0.0,
         )
+
+    def retry_note(self, details: Any) -> str:
+        """What else a retry changes, said in its line."""
+        del details
+        return ""
 
     # -- responses -------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from tap_cdr.wording import counted
+
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -194,11 +196,11 @@ class Prefetch:
             if self._slow_in_a_row >= 2:
                 self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=self.name)
                 self.logger.info(
-                    "%s: the API is the slow part (%.0f ms waiting for a response of %d "
-                    "rows): up to %d requests in flight from here",
+                    "%s: the API is the slow part (%.0f ms waiting for a response of %s): "
+                    "up to %d requests in flight from here",
                     self.name,
                     page.waited * 1000,
-                    len(page.rows),
+                    counted(len(page.rows), "row"),
                     self.concurrency,
                 )
         return page

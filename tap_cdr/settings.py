@@ -33,9 +33,9 @@ VCC_DEFAULT_BASE_URL = "https://{customer}.asp.virtual-call-center.eu"
 STORE_URL = re.compile(r"^(?:sqlite|postgresql)(?:\+\w+)?://", re.IGNORECASE)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The config sections checked for unknown keys, besides the top level: each has a
-# fixed set of settings (`filters` is closed by its schema, and the SDK's objects,
-# such as stream_maps, hold names of the user's choosing).
-CHECKED_SECTIONS = ("cdr_v3", "cdr_by_uuid")
+# fixed set of settings (the SDK's objects, such as stream_maps, hold names of the
+# user's choosing).
+CHECKED_SECTIONS = ("cdr_v3", "cdr_by_uuid", "cdr_v3.filters")
 NO_STREAM = (
     "no stream is configured: a `cdr_v3` object (base_url, and token or api_key) enables "
     "cdr_v3, the TEL4VN v3 API; a `cdr_by_uuid` object (customer and api_token) enables "
@@ -94,7 +94,8 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     does not know, cross-field rules), as messages naming the setting.
 
     Runs after the SDK's schema validation, also when that found errors, so that
-    one run of the tap reports every problem: each check tolerates wrong types.
+    one run of the tap reports every problem: each check tolerates wrong types, and
+    leaves a value of the wrong type to the schema's message.
     """
     errors = unknown_keys(config, schema)
     start = _instant(config, "start_date", errors)
@@ -104,37 +105,50 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
             f"`start_date` ({start.isoformat()}) must be before `end_date` "
             f"({end.isoformat()}): the range of call end times to load is empty"
         )
-    v3, vcc = config.get("cdr_v3"), config.get("cdr_by_uuid")
-    if v3 is None and vcc is None:
+    if config.get("cdr_v3") is None and config.get("cdr_by_uuid") is None:
         errors.append(NO_STREAM)
-    if isinstance(v3, Mapping):
-        _base_url(config, "cdr_v3.base_url", v3.get("base_url"), errors)
-        token, api_key = v3.get("token"), v3.get("api_key")
-        if bool(token) == bool(api_key):
+    for section, rules in (("cdr_v3", _v3_rules), ("cdr_by_uuid", _vcc_rules)):
+        value = config.get(section)
+        if isinstance(value, Mapping):
+            rules(config, value, errors)
+        elif section in config:
             errors.append(
-                "`cdr_v3` needs exactly one credential: `token` (a Bearer token) or "
-                "`api_key` (exchanged for a token at POST {base_url}/v3/auth/token)"
-                + ("; both are set" if token else "; neither is set")
+                f"`{section}` must be an object of its settings, not "
+                f"{type(value).__name__}: remove it to leave the stream off"
             )
-        _zone("cdr_v3.timezone", v3.get("timezone"), errors)
-    if isinstance(vcc, Mapping):
-        _base_url(config, "cdr_by_uuid.base_url", _vcc_url(vcc), errors)
-        _zone("cdr_by_uuid.timezone", vcc.get("timezone"), errors)
-        try:
-            uuids.parse_setting(vcc.get("uuids") or [])
-        except uuids.UuidListError as exc:
-            errors.append(f"`cdr_by_uuid.uuids`: {exc}")
-        if vcc.get("uuids_file"):
-            path = Path(str(vcc["uuids_file"])).expanduser()
-            try:
-                with path.open("rb"):
-                    pass
-            except OSError as exc:
-                errors.append(
-                    f"`cdr_by_uuid.uuids_file` {str(path)!r} cannot be read: {exc.strerror}"
-                )
-        _intake_store(vcc.get("intake_store"), errors)
     return errors
+
+
+def _v3_rules(config: Mapping[str, Any], v3: Mapping[str, Any], errors: list[str]) -> None:
+    if isinstance(v3.get("base_url"), str):
+        _base_url(config, "cdr_v3.base_url", v3["base_url"], errors)
+    token, api_key = v3.get("token"), v3.get("api_key")
+    if bool(token) == bool(api_key):
+        errors.append(
+            "`cdr_v3` needs exactly one credential: `token` (a Bearer token) or "
+            "`api_key` (exchanged for a token at POST {base_url}/v3/auth/token)"
+            + ("; both are set" if token else "; neither is set")
+        )
+    _zone("cdr_v3.timezone", v3.get("timezone"), errors)
+
+
+def _vcc_rules(config: Mapping[str, Any], vcc: Mapping[str, Any], errors: list[str]) -> None:
+    _base_url(config, "cdr_by_uuid.base_url", _vcc_url(vcc), errors)
+    _zone("cdr_by_uuid.timezone", vcc.get("timezone"), errors)
+    items = vcc.get("uuids") or []
+    try:
+        if isinstance(items, list):
+            uuids.parse_setting(items)
+    except uuids.UuidListError as exc:
+        errors.append(f"`cdr_by_uuid.uuids`: {exc}")
+    if vcc.get("uuids_file"):
+        path = Path(str(vcc["uuids_file"])).expanduser()
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            errors.append(f"`cdr_by_uuid.uuids_file` {str(path)!r} cannot be read: {exc.strerror}")
+    _intake_store(vcc.get("intake_store"), errors)
 
 
 def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
@@ -145,9 +159,13 @@ def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[s
     known = schema.get("properties", {})
     places = [("tap-cdr", config, known)]
     for section in CHECKED_SECTIONS:
-        value = config.get(section)
+        value: Any = config
+        inner: Any = {"properties": known}
+        for part in section.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+            inner = inner.get("properties", {}).get(part, {})
         if isinstance(value, Mapping):
-            places.append((section, value, known.get(section, {}).get("properties", {})))
+            places.append((section, value, inner.get("properties", {})))
     for owner, values, settings in places:
         for key in values:
             if key in settings:
@@ -271,10 +289,19 @@ def _zone(name: str, value: Any, errors: list[str]) -> None:
 
 def _base_url(config: Mapping[str, Any], name: str, raw: Any, errors: list[str]) -> None:
     text = str(raw or "").strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = urlsplit(""), False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         errors.append(
             f"`{name}` must be an http(s) URL such as https://api.example.vn, got {_shown(text)!r}"
+        )
+    elif parts.username is not None or parts.password is not None:
+        errors.append(
+            f"`{name}` must not carry a user or password ({_shown(text)!r}): the credentials "
+            "go in their own settings"
         )
     elif parts.query or parts.fragment:
         errors.append(f"`{name}` must not carry a query string or fragment, got {_shown(text)!r}")
@@ -292,7 +319,10 @@ def _base_url(config: Mapping[str, Any], name: str, raw: Any, errors: list[str])
 
 def _shown(url: str) -> str:
     """The URL without what may be a secret: userinfo, query string and fragment."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(not a URL)"
     netloc = parts.netloc.rpartition("@")[2]
     hidden = "?..." if parts.query or parts.fragment else ""
     return urlunsplit(parts._replace(netloc=netloc, query="", fragment="")) + hidden
@@ -307,14 +337,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# No call detail record is older: an earlier date is a typo (and would overflow the
+# date arithmetic of the lookback and the CDR log sweep).
+EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)
+
+
 def _instant(config: Mapping[str, Any], name: str, errors: list[str]) -> datetime | None:
     value = config.get(name)
-    if value in (None, ""):
+    if not isinstance(value, str) or not value:  # a wrong type: the schema says so
         return None
     try:
-        return parse_instant(value)
+        instant = parse_instant(value)
     except (ValueError, TypeError, AttributeError):
         errors.append(
             f"`{name}` must be an RFC 3339 date-time such as 2024-01-31T00:00:00Z, got {value!r}"
         )
         return None
+    if instant < EARLIEST:
+        errors.append(f"`{name}` ({value}) is before 1990: no call detail record is that old")
+        return None
+    return instant

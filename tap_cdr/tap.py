@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
@@ -13,8 +13,14 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_cdr import settings
 from tap_cdr.cli import StopOnSignal, main, report_config_errors
+from tap_cdr.redact import REDACTOR, secret_paths, value_at
 from tap_cdr.streams import CdrByUuidStream, CdrV3Stream
 from tap_cdr.writer import BufferedMsgSpecWriter
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import click
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -36,10 +42,26 @@ def setting_error(sdk_error: str) -> str:
     return f"`{name}`: {match['message']}"
 
 
-def _minutes(name: str, default: int, description: str, minimum: int = 0) -> th.Property[Any]:
+# Upper bounds on counts and durations: past them the arithmetic of dates overflows
+# long before any API could be served, and a typo (a timestamp for a count) is caught.
+A_YEAR_OF_MINUTES = 366 * 24 * 60
+
+
+def _without_secret_values(error: str, config: Mapping[str, Any], secrets: list[str]) -> str:
+    """A schema error about a secret setting, without its value (jsonschema's messages
+    start with the value: ``12345 is not of type 'string'``)."""
+    for path in secrets:
+        if error.startswith(f"`{path}`"):
+            value = value_at(config, path)
+            hidden = error.replace(repr(value), "(its value: not shown, a secret)")
+            return hidden if hidden != error else f"`{path}`: not valid (its value: not shown)"
+    return error
+
+
+def _minutes(name: str, default: int, description: str) -> th.Property[Any]:
     return th.Property(
         name,
-        th.IntegerType(minimum=minimum),
+        th.IntegerType(minimum=0, maximum=A_YEAR_OF_MINUTES),
         default=default,
         nullable=False,
         description=description,
@@ -80,14 +102,14 @@ class TapCDR(Tap):
         ),
         th.Property(
             "request_timeout_seconds",
-            th.DecimalType(exclusive_minimum=0),
+            th.DecimalType(exclusive_minimum=0, maximum=3600),
             default=60,
             nullable=False,
             description="Seconds to wait for an API response before retrying the request.",
         ),
         th.Property(
             "max_request_tries",
-            th.IntegerType(minimum=1),
+            th.IntegerType(minimum=1, maximum=100),
             default=6,
             nullable=False,
             description="Attempts per request (timeouts, 429, 5xx, malformed bodies) before "
@@ -95,19 +117,30 @@ class TapCDR(Tap):
         ),
         th.Property(
             "max_retry_wait_seconds",
-            th.DecimalType(minimum=0),
+            th.DecimalType(minimum=0, maximum=86400),
             default=300,
             nullable=False,
             description="Longest wait between attempts, including a server's Retry-After.",
         ),
         th.Property(
             "metrics_log_level",
-            th.StringType(allowed_values=list(settings.LOG_LEVELS)),
+            th.StringType(pattern=f"(?i)^({'|'.join(settings.LOG_LEVELS)})$"),
             default="WARNING",
             nullable=False,
-            description="Level of the SDK's metrics logger. Its METRIC lines (records, "
-            "requests, timings) are logged at INFO: the default WARNING keeps them out of "
-            "the log; INFO lets them through, for Meltano to parse.",
+            description="Level of the SDK's metrics logger (DEBUG, INFO, WARNING, ERROR). Its "
+            "METRIC lines (records, requests, timings) are logged at INFO: the default "
+            "WARNING keeps them out of the log; INFO lets them through, for Meltano to parse.",
+        ),
+        th.Property(
+            "user_agent",
+            th.StringType,
+            description="The User-Agent header of the API requests (read by the SDK). "
+            "Default: singer-sdk/<version>.",
+        ),
+        th.Property(
+            "emit_activate_version_messages",
+            th.BooleanType,
+            description="Emit the SDK's ACTIVATE_VERSION messages (read by the SDK).",
         ),
         th.Property(
             "cdr_v3",
@@ -140,14 +173,14 @@ class TapCDR(Tap):
                 ),
                 th.Property(
                     "page_size",
-                    th.IntegerType(minimum=1),
+                    th.IntegerType(minimum=1, maximum=100_000),
                     default=500,
                     nullable=False,
                     description="Rows per request (the `limit` parameter).",
                 ),
                 th.Property(
                     "window_hours",
-                    th.IntegerType(minimum=1),
+                    th.IntegerType(minimum=1, maximum=366 * 24),
                     default=24,
                     nullable=False,
                     description="Size of the date windows a sync is read in; state "
@@ -155,7 +188,7 @@ class TapCDR(Tap):
                 ),
                 th.Property(
                     "max_concurrency",
-                    th.IntegerType(minimum=1),
+                    th.IntegerType(minimum=1, maximum=64),
                     default=4,
                     nullable=False,
                     description="Most page requests in flight at once, used once the API "
@@ -174,7 +207,6 @@ class TapCDR(Tap):
                             )
                             for name in settings.V3_FILTERS
                         ),
-                        additional_properties=False,
                     ),
                     description="Server-side filters, passed through as query parameters.",
                 ),
@@ -222,7 +254,7 @@ class TapCDR(Tap):
                 ),
                 th.Property(
                     "page_size",
-                    th.IntegerType(minimum=1),
+                    th.IntegerType(minimum=1, maximum=100_000),
                     default=500,
                     nullable=False,
                     description="Rows per CDR log request (the `num` parameter).",
@@ -235,7 +267,7 @@ class TapCDR(Tap):
                 ),
                 th.Property(
                     "max_call_hours",
-                    th.IntegerType(minimum=1),
+                    th.IntegerType(minimum=1, maximum=30 * 24),
                     default=24,
                     nullable=False,
                     description="Longest call to expect: the sweep also lists the days this "
@@ -244,7 +276,7 @@ class TapCDR(Tap):
                 ),
                 th.Property(
                     "max_concurrency",
-                    th.IntegerType(minimum=1),
+                    th.IntegerType(minimum=1, maximum=64),
                     default=4,
                     nullable=False,
                     description="Most requests in flight at once (lookups, and CDR log "
@@ -285,7 +317,7 @@ class TapCDR(Tap):
                 ),
                 th.Property(
                     "max_attempts",
-                    th.IntegerType(minimum=1),
+                    th.IntegerType(minimum=1, maximum=100_000),
                     default=20,
                     nullable=False,
                     description="Attempts before a uuid is given up (logged as an ERROR).",
@@ -302,23 +334,42 @@ class TapCDR(Tap):
     ).to_dict()
 
     def __init__(self, **kwargs: Any) -> None:
+        validating = kwargs.get("validate_config", True)
         schema_errors: list[str] = []
+        crash: Exception | None = None
         try:
             super().__init__(**kwargs)
         except ConfigValidationError as exc:
-            schema_errors = [setting_error(error) for error in exc.errors]
-        validating = kwargs.get("validate_config", True)
-        if validating:
-            schema = copy.deepcopy(self.config_jsonschema)
-            self.append_builtin_config(schema)
-            errors = schema_errors + settings.validate(self.config, schema)
+            schema_errors = exc.errors
+        except (AttributeError, TypeError) as exc:
+            # The SDK's validator, filling in defaults, fails on a section that is not
+            # an object (`"cdr_v3": null`); settings.validate names it.
+            if "_config" not in vars(self):
+                raise
+            crash = exc
+        schema = copy.deepcopy(self.config_jsonschema)
+        self.append_builtin_config(schema)
+        secrets = list(secret_paths(schema))
+        for path in secrets:
+            REDACTOR.add_url(value_at(self.config, path))
+        REDACTOR.install()
+        if validating or crash:
+            errors = [
+                _without_secret_values(setting_error(error), self.config, secrets)
+                for error in schema_errors
+            ] + settings.validate(self.config, schema)
             if errors:
                 raise ConfigValidationError("Config validation failed", errors=errors)
+            if crash:
+                raise crash
             for warning in settings.warnings(self.config):
                 self.logger.warning("%s", warning)
-        self.metrics_logger.setLevel(self.config.get("metrics_log_level", "WARNING"))
+        level = str(self.config.get("metrics_log_level") or "WARNING").upper()
+        self.metrics_logger.setLevel(level if level in settings.LOG_LEVELS else "WARNING")
         if isinstance(self.message_writer, BufferedMsgSpecWriter):
-            StopOnSignal(self.message_writer).install()
+            # A stopped run ends with the state it started from if it committed nothing.
+            self.message_writer.starting_state(dict(self.state))
+            StopOnSignal(self.message_writer, syncing=validating).install()
 
     @override
     @classmethod
@@ -348,9 +399,24 @@ class TapCDR(Tap):
             streams.append(CdrV3Stream(self))
         if "cdr_by_uuid" in self.config:
             streams.append(CdrByUuidStream(self))
-        if not streams:
-            self.logger.warning("%s", settings.NO_STREAM)
         return streams
+
+    @override
+    def run_discovery(self) -> str:
+        if not self.streams:
+            self.logger.warning("%s", settings.NO_STREAM)
+        return super().run_discovery()
+
+    @override
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        command = super().get_singer_command()
+        command.help = (
+            "Sync call detail records (TEL4VN v3, VCC Live) as a Singer tap. The settings: "
+            "tap-cdr --about --format=markdown. To try it without credentials, run the "
+            "bundled API emulator: tap-cdr-sandbox --help."
+        )
+        return command
 
 
 if __name__ == "__main__":

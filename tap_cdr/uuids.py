@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_LIKE_AN_ITEM = re.compile(r"^[0-9A-Za-z/-]{1,60}$")
 _ITEM = re.compile(rf"^(?:(?P<year>\d{{4}})/(?P<month>\d{{1,2}})/)?(?P<uuid>{_UUID})$")
 
 
@@ -38,8 +39,11 @@ def parse_item(text: str, where: str) -> WorkItem:
         raise UuidListError(f"{where}: expected a string, got {text!r}")
     match = _ITEM.match(text.strip())
     if not match:
+        # A mistyped uuid is shown; a line that is nothing like one (the wrong file:
+        # a password file, an .env) is not repeated.
+        shown = repr(text) if _LIKE_AN_ITEM.match(text.strip()) else "the text there"
         raise UuidListError(
-            f"{where}: {text!r} is not a uuid or YYYY/MM/uuid "
+            f"{where}: {shown} is not a uuid or YYYY/MM/uuid "
             "(e.g. 85955f2e-049f-4a41-9145-f513abf50c7b or 2024/03/85955f2e-...)"
         )
     uuid = match["uuid"].lower()

@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecWriter, enc_hook
@@ -74,6 +75,14 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
             if self._pending:
                 self._write_pending(flush=True)
 
+    def starting_state(self, state: dict[str, Any]) -> None:
+        """The state the run started from: what a run stopped before its first STATE
+        ends with (an empty one would lose the bookmarks)."""
+        if state:
+            line = bytearray()
+            _encoder.encode_into(StateMessage(value=state).to_dict(), line)
+            self.last_state = bytes(line) + b"\n"
+
     def end_interrupted(self) -> None:
         """Write the records buffered, then the last STATE again, so that the output
         ends with the state a resumed run starts from (an empty one if the run had
@@ -103,26 +112,33 @@ class BufferedMsgSpecWriter(MsgSpecWriter):
             if flush:
                 sys.stdout.flush()
         except OSError as exc:
-            _discard_stdout()
-            if exc.errno == errno.EPIPE:
-                cause = "the loader it is piped to has exited: see the loader's log"
-            elif exc.errno == errno.ENOSPC:
-                cause = "the disk it is written to is full"
-            else:
-                cause = exc.strerror or type(exc).__name__
-            raise OutputError(
-                f"tap-cdr: cannot write its output to standard output: {cause}"
-            ) from None
+            raise output_error(exc) from None
+
+
+def output_error(exc: OSError) -> OutputError:
+    """Standard output failed: say why in words, and silence it for good."""
+    _discard_stdout()
+    if exc.errno == errno.EPIPE:
+        cause = "the loader it is piped to has exited: see the loader's log"
+    elif exc.errno == errno.ENOSPC:
+        cause = "the disk it is written to is full"
+    else:
+        cause = exc.strerror or type(exc).__name__
+    return OutputError(f"tap-cdr: cannot write its output to standard output: {cause}")
 
 
 def _write_all(out: BinaryIO, data: bytearray) -> None:
     """Write every byte. With PYTHONUNBUFFERED (common in containers) stdout is a raw
     file, whose write may stop short: at a signal, a pipe that was full writes only
-    what fitted before it."""
+    what fitted before it. A stdout left non-blocking writes nothing while the pipe is
+    full: wait until it can take more rather than spin."""
     with memoryview(data) as view:
         done = 0
         while done < len(view):
-            done += out.write(view[done:]) or 0
+            written = out.write(view[done:])
+            if not written:
+                select.select([], [out], [])
+            done += written or 0
 
 
 def _discard_stdout() -> None:

@@ -92,9 +92,9 @@ def test_never_available_is_given_up_with_an_error_and_summary(vcc, caplog, styl
     # The found uuid is fetched once, in the first run; later runs retry only the
     # missing one, until its attempts are used up.
     assert summaries == [
-        "cdr_by_uuid: emitted 1 record (1 looked up by uuid); pending 1, given up 0",
-        "cdr_by_uuid: emitted 0 records (0 looked up by uuid); pending 1, given up 0",
-        "cdr_by_uuid: emitted 0 records (0 looked up by uuid); pending 0, given up 1",
+        "cdr_by_uuid: emitted 1 record (1 found of 2 uuids looked up); pending 1, given up 0",
+        "cdr_by_uuid: emitted 0 records (0 found of 1 uuid looked up); pending 1, given up 0",
+        "cdr_by_uuid: emitted 0 records (0 found of 1 uuid looked up); pending 0, given up 1",
     ]
 
 

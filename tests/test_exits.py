@@ -4,12 +4,16 @@ that resumes correctly), typos caught before any request, and quiet logs."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -61,11 +65,15 @@ def test_a_refused_token_is_one_error_line_naming_the_setting(sandbox, tmp_path)
     assert "Traceback" not in proc.stderr and "not-the-token-7f3e" not in proc.stderr
 
 
-@pytest.mark.parametrize("stream", ["cdr_v3", "cdr_by_uuid"])
-def test_an_unreachable_host_names_base_url_and_the_address_tried(tmp_path, stream):
+@pytest.mark.parametrize(
+    ("stream", "credential"),
+    [("cdr_v3", "token"), ("cdr_v3", "api_key"), ("cdr_by_uuid", "api_token")],
+)
+def test_an_unreachable_host_names_base_url_and_the_address_tried(tmp_path, stream, credential):
+    """Also when the first request is the token's (api_key): it is retried like any."""
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
-    section = {"base_url": url, "token": "t"} if stream == "cdr_v3" else vcc_section(url)
+    section = {"base_url": url, credential: "t"} if stream == "cdr_v3" else vcc_section(url)
     config = {
         "start_date": "2024-03-01T00:00:00Z",
         "end_date": "2024-03-02T00:00:00Z",
@@ -76,11 +84,13 @@ def test_an_unreachable_host_names_base_url_and_the_address_tried(tmp_path, stre
     proc = run_cli(tmp_path, config)
     assert proc.returncode == 1
     (error,) = lines_at(proc.stderr, "ERROR")
-    assert f"{stream}: GET http://127.0.0.1:{port}/" in error
+    method = "POST" if credential == "api_key" else "GET"
+    assert f"{stream}: {method} http://127.0.0.1:{port}/" in error
+    assert "after 2 attempts" in error
     assert "connection refused" in error and f"`{stream}.base_url`" in error
     # One WARNING line per retry, and neither backoff's lines nor a traceback.
     (retry,) = lines_at(proc.stderr, "WARNING")
-    assert "attempt 1 failed" in retry
+    assert "attempt 1 failed (ConnectionError: connection refused" in retry
     assert not re.search(r"Backing off|Giving up|Traceback|HTTPConnectionPool", proc.stderr)
 
 
@@ -159,9 +169,11 @@ def test_the_sdk_settings_and_those_meltano_passes_are_known(sandbox, tmp_path):
         server,
         stream_maps={"cdr_v3": {"recording_url": "__NULL__"}},
         stream_map_config={},
+        user_agent="my-pipeline/1.0",
+        emit_activate_version_messages=False,
         flattening_enabled=False,
         flattening_max_depth=1,
-        metrics_log_level="WARNING",
+        metrics_log_level="warning",
         batch_config=None,
     )
     proc = run_cli(tmp_path, config)
@@ -368,3 +380,274 @@ def test_every_byte_is_written_when_stdout_is_raw_and_writes_short(monkeypatch):
     lines = raw.data.decode().splitlines()
     assert [json.loads(line)["type"] for line in lines] == ["RECORD"] * 3 + ["STATE"]
     assert [json.loads(line)["record"]["x"] for line in lines[:3]] == ["", "é", "éé"]
+
+
+def test_a_sync_without_a_stream_says_so_once(tmp_path):
+    proc = run_cli(tmp_path, {})
+    assert proc.returncode == 1
+    said = [line for line in proc.stderr.splitlines() if "no stream is configured" in line]
+    assert len(said) == 1 and "| ERROR" in said[0]
+
+
+def test_a_sandbox_on_a_taken_port_says_so_in_one_line(sandbox):
+    server = sandbox(records=1)
+    port = server.url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tap_cdr.sandbox", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    expected = (
+        f"tap-cdr-sandbox: cannot listen on 127.0.0.1:{port} (Address already in use): another "
+        "sandbox may run there; choose another --port, or --port 0 for a free one"
+    )
+    assert proc.stderr.strip().splitlines() == [expected]
+
+
+# -- what a hostile reviewer tried ---------------------------------------------------
+
+
+def test_a_stopped_batch_run_never_states_a_bookmark_past_its_batches(sandbox, tmp_path):
+    """With BATCH messages, the records of a commit sit in a batch file until the batch
+    is full: a STATE must not run ahead of the BATCH that holds them."""
+    _server, config, key, truth = slow_v3(sandbox)
+    config["batch_config"] = {
+        "encoding": {"format": "jsonl", "compression": "gzip"},
+        "storage": {"root": f"file://{tmp_path}/batches", "prefix": "b-"},
+        "batch_size": 100,
+    }
+    proc = subprocess.Popen(tap_command(tmp_path, config), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    with proc.stdout:
+        for line in proc.stdout:
+            lines.append(line)
+            batched_yet = any(seen.startswith('{"type":"BATCH"') for seen in lines)
+            if batched_yet and line.startswith('{"type":"STATE"'):
+                proc.send_signal(signal.SIGTERM)  # at the first STATE after a BATCH
+                break
+        lines += proc.stdout.readlines()
+    assert proc.wait(timeout=60) == 143
+    first = Report.read(lines)
+    batched = [
+        json.loads(line)[key]
+        for message in first.messages
+        if message["type"] == "BATCH"
+        for uri in message["manifest"]
+        for line in gzip.decompress(Path(uri.removeprefix("file://")).read_bytes()).splitlines()
+    ]
+    assert 0 < len(batched) < len(truth)
+    del config["batch_config"]
+    second = run_tap(config, state=first.final_state)
+    assert sorted(set(batched) | set(second.ids_of(key))) == truth
+
+
+def test_a_second_signal_does_not_break_the_stop(sandbox, tmp_path):
+    server, config, _key, _truth = slow_v3(sandbox)
+    server.config.faults.update({"latency_ms": 400})
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr_file:
+        proc = subprocess.Popen(
+            tap_command(tmp_path, config), stdout=subprocess.PIPE, stderr=stderr_file, text=True
+        )
+    assert proc.stdout is not None
+    with proc.stdout:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        lines += proc.stdout.readlines()
+    assert proc.wait(timeout=60) == 130
+    assert Report.read(lines).messages[-1]["type"] == "STATE"
+    stderr = log.read_text()
+    assert "Traceback" not in stderr and not lines_at(stderr, "ERROR")
+
+
+def test_a_sigint_while_the_sdk_loads_is_an_exit_code_not_a_traceback(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"cdr_v3": {"base_url": "http://127.0.0.1:1", "token": "t"}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from tap_cdr.cli import main; main()", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode in (130, -signal.SIGINT)  # or before Python set its handler
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "content", "said"),
+    [
+        ("--config", "{not json", "--config {path} is not valid JSON"),
+        ("--config", None, "--config {path} cannot be read: No such file or directory"),
+        ("--config", "[1, 2]", "--config {path}: expected a JSON object, found list"),
+        ("--state", '{"bookmarks": []}', "--state {path}: `bookmarks` must map each stream"),
+        ("--state", '{"bookmarks": {"cdr_v3": "x"}}', "--state {path}: `bookmarks` must map"),
+        ("--catalog", '{"streams": "x"}', "--catalog {path}: expected a Singer catalog"),
+    ],
+)
+def test_a_bad_input_file_is_one_line_naming_it(tmp_path, option, content, said):
+    path = tmp_path / "input.json"
+    if content is not None:
+        path.write_text(content)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"cdr_v3": {"base_url": "http://127.0.0.1:1", "token": "t"}}))
+    args = ["--config", str(good)] if option != "--config" else []
+    command = [sys.executable, "-m", "tap_cdr.tap", *args, option, str(path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    (error,) = lines_at(proc.stderr, "ERROR")
+    assert said.format(path=path) in error
+    assert "Traceback" not in proc.stderr and "unexpected" not in error
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"cdr_v3": None}, "`cdr_v3` must be an object of its settings, not NoneType"),
+        ({"cdr_by_uuid": ["x"]}, "`cdr_by_uuid` must be an object of its settings, not list"),
+        (
+            {"cdr_v3": {"base_url": "http://[::1", "token": "t"}},
+            "`cdr_v3.base_url` must be an http(s) URL",
+        ),
+        (
+            {"cdr_v3": {"base_url": "http://127.0.0.1:99999", "token": "t"}},
+            "`cdr_v3.base_url` must be an http(s) URL",
+        ),
+        (
+            {"cdr_v3": {"base_url": "http://user:pa55word-9@127.0.0.1:1", "token": "t"}},
+            "`cdr_v3.base_url` must not carry a user or password ('http://127.0.0.1:1')",
+        ),
+        (
+            {"cdr_v3": {"base_url": "http://127.0.0.1:1", "token": "t", "window_hours": 1e11}},
+            "`cdr_v3.window_hours`",
+        ),
+        (
+            {"start_date": "0001-01-01T00:00:00Z", "cdr_v3": {"base_url": "http://127.0.0.1:1"}},
+            "`start_date` (0001-01-01T00:00:00Z) is before 1990",
+        ),
+        (
+            {"cdr_v3": {"base_url": "http://127.0.0.1:1", "token": 987654321}},
+            "`cdr_v3.token`: (its value: not shown, a secret)",
+        ),
+    ],
+)
+def test_bad_values_are_config_errors_naming_the_setting_never_a_bug(tmp_path, config, said):
+    proc = run_cli(tmp_path, config)
+    assert proc.returncode == 1
+    errors = lines_at(proc.stderr, "ERROR")
+    assert any(said in line for line in errors), errors
+    assert not any(s in proc.stderr for s in ("unexpected", "Traceback", "pa55word", "987654321"))
+
+
+def test_an_error_body_that_echoes_a_secret_is_masked(tmp_path):
+    """Text the tap does not write (an API's error body) never repeats a secret."""
+    import http.server
+    import threading
+
+    key = "api-key-echoed-4b1c"
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"error": f"unknown api_key {key}"}).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # type: ignore[explicit-override]
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        proc = run_cli(tmp_path, {"cdr_v3": {"base_url": url, "api_key": key}})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 1
+    (error,) = lines_at(proc.stderr, "ERROR")
+    assert "unknown api_key ***" in error and "`cdr_v3.api_key`" in error
+    assert key not in proc.stderr + proc.stdout
+
+
+def test_a_closed_stdout_is_one_line(sandbox, tmp_path):
+    server = sandbox(records=10)
+    command = tap_command(tmp_path, v3_config(server))
+    proc = subprocess.run(
+        ["bash", "-c", 'exec "$@" >&-', "tap", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    (error,) = lines_at(proc.stderr, "ERROR")
+    assert "standard output is closed" in error
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_stopped_run_that_committed_nothing_ends_with_the_state_it_was_given():
+    from tap_cdr.tap import TapCDR
+
+    state = {"bookmarks": {"cdr_v3": {"replication_key_value": "2024-03-01T00:00:00+00:00"}}}
+    tap = TapCDR(
+        config={"cdr_v3": {"base_url": "http://127.0.0.1:1", "token": "t"}},
+        state=state,
+        parse_env_config=False,
+    )
+    assert json.loads(tap.message_writer.last_state) == {"type": "STATE", "value": state}
+
+
+def test_a_signal_during_discovery_writes_no_state(monkeypatch):
+    from tap_cdr import cli
+    from tap_cdr.cli import Interrupted, StopOnSignal
+    from tap_cdr.writer import BufferedMsgSpecWriter
+
+    monkeypatch.setattr(cli, "_watchdog", lambda signum: None)  # it would end pytest
+    stop = StopOnSignal(BufferedMsgSpecWriter(), syncing=False)
+    with pytest.raises(Interrupted) as raised:
+        stop.handle(signal.SIGTERM, None)
+    assert raised.value.writer is None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_every_byte_is_written_to_a_non_blocking_pipe_that_fills_up(monkeypatch):
+    import fcntl
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from singer_sdk.singerlib import RecordMessage, StateMessage
+
+    from tap_cdr.writer import BufferedMsgSpecWriter
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    received = bytearray()
+
+    def slow_reader():
+        with open(read_end, "rb", buffering=0) as pipe:  # noqa: PTH123
+            while chunk := pipe.read(65536):
+                received.extend(chunk)
+                time.sleep(0.01)
+
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    with open(write_end, "wb", buffering=0) as raw:  # noqa: PTH123
+        monkeypatch.setattr("sys.stdout", SimpleNamespace(buffer=raw, flush=lambda: None))
+        writer = BufferedMsgSpecWriter()
+        for n in range(3000):
+            writer.write_message(RecordMessage(stream="s", record={"id": n, "pad": "x" * 500}))
+        writer.write_message(StateMessage(value={"n": 3000}))
+    reader.join(timeout=60)
+    lines = received.decode().splitlines()
+    assert len(lines) == 3001 and json.loads(lines[-1])["type"] == "STATE"

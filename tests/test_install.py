@@ -89,7 +89,7 @@ def test_the_readme_commands_work_as_written_in_a_new_folder(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    project = work / "cdr-pipeline"
+    project = home / "cdr-pipeline"
     assert (project / "output" / "cdr.duckdb").stat().st_size > 0
     assert "Plugin configuration is valid" in proc.stdout + proc.stderr
     secrets = (project / ".env").read_text()

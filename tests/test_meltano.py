@@ -24,6 +24,9 @@ def test_config_print_masks_secrets_and_nests_env_settings():
         "TAP_CDR_CDR_V3_TOKEN": "tok-do-not-print-9f3a",
         "TAP_CDR_CDR_BY_UUID_CUSTOMER": "acme",
         "TAP_CDR_CDR_BY_UUID_API_TOKEN": "vcc-do-not-print-77b1",
+        # Seconds settings: Meltano 4 fails on a `decimal` setting set in the environment.
+        "TAP_CDR_REQUEST_TIMEOUT_SECONDS": "30",
+        "TAP_CDR_MAX_RETRY_WAIT_SECONDS": "10",
     }
     proc = subprocess.run(
         [str(MELTANO), "config", "print", "tap-cdr"],
@@ -37,6 +40,7 @@ def test_config_print_masks_secrets_and_nests_env_settings():
     config = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert config["cdr_v3"]["base_url"] == "https://api.example.vn"
     assert config["cdr_by_uuid"]["customer"] == "acme"
+    assert (config["request_timeout_seconds"], config["max_retry_wait_seconds"]) == (30, 10)
     assert "tok-do-not-print-9f3a" not in proc.stdout + proc.stderr
     assert "vcc-do-not-print-77b1" not in proc.stdout + proc.stderr
     assert config["cdr_v3"]["token"] == config["cdr_by_uuid"]["api_token"] == "*****"

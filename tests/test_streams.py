@@ -236,8 +236,12 @@ def test_429_lowers_the_concurrency_for_the_window(sandbox, caplog):
     with caplog.at_level(logging.WARNING):
         result = run_tap(config)
     assert sorted(result.ids) == sorted(expected_ids(server.config.v3, START, END))
-    lowered = [r.getMessage() for r in caplog.records if "lowering concurrency" in r.getMessage()]
-    assert lowered and "from 8 to 4" in lowered[0]
+    lowered = [r.getMessage() for r in caplog.records if "concurrency lowered" in r.getMessage()]
+    # Said in the retry's own line: one line per retry.
+    assert (
+        lowered and "429" in lowered[0] and "from 8 to 4 for the rest of this window" in lowered[0]
+    )
+    assert all("attempt" in line for line in lowered)
 
 
 def test_one_progress_line_per_window_and_quiet_at_warning(sandbox, caplog):

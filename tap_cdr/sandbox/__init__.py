@@ -297,7 +297,13 @@ def main(argv: list[str] | None = None) -> None:
             year, month = config.vcc.filed_under(i)
             print(f"{year:04d}/{month:02d}/{config.vcc.uuids[i]}")
         return
-    server = SandboxServer(args.port, config)
+    try:
+        server = SandboxServer(args.port, config)
+    except OSError as exc:
+        sys.exit(
+            f"tap-cdr-sandbox: cannot listen on 127.0.0.1:{args.port} ({exc.strerror}): "
+            "another sandbox may run there; choose another --port, or --port 0 for a free one"
+        )
     print(server.url, flush=True)  # the first line: scripts read the URL from it
     print(banner(server.url, config), file=sys.stderr, flush=True)
     server.start_webhooks()

@@ -73,20 +73,16 @@ class BookmarkedStream(CommitPointBookmarks, CdrApiStream):
         return Prefetch(self.max_concurrency, self.logger, self.name)
 
     @override
-    def backoff_handler(self, details: Any) -> None:
+    def retry_note(self, details: Any) -> str:
         response = getattr(details.get("exception"), "response", None)
         if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             before, after = self.prefetch.lower()
             if after < before:
-                self.logger.warning(
-                    "%s: 429 Too Many Requests: lowering concurrency from %d to %d for the "
-                    "rest of this %s",
-                    self.name,
-                    before,
-                    after,
-                    self.paging_unit,
+                return (
+                    f"; concurrency lowered from {before} to {after} for the rest of this "
+                    f"{self.paging_unit}"
                 )
-        super().backoff_handler(details)
+        return ""
 
     def sync_range(self) -> tuple[datetime, datetime]:
         """The call end times this run reads: [bookmark - lookback, end_date)."""
@@ -133,6 +129,10 @@ class BookmarkedStream(CommitPointBookmarks, CdrApiStream):
             state["replication_key"] = self.replication_key
             state["replication_key_value"] = bookmark
         state.update(extra)
+        if self.get_batch_config(self.config):
+            # BATCH messages: the records of this commit are in a batch file that is not
+            # written yet. The SDK writes STATE after each BATCH message, from this state.
+            return
         # Public SDK path: drops the run's starting marker and writes STATE if the
         # state changed since the last one.
         self.finalize_state_progress_markers(state)

@@ -104,8 +104,10 @@ class CdrV3Stream(BookmarkedStream):
     @override
     def handle_unauthorized(self, response: requests.Response) -> None:
         if self.authenticator.refresh_after_401(response.request):
-            self.logger.warning("cdr_v3: 401 Unauthorized; fetching a new token and retrying")
-            error = RetriableAPIError(self.response_error_message(response), response)
+            error = RetriableAPIError(
+                self.response_error_message(response, "the token expired: fetching a new one"),
+                response,
+            )
             error.retry_now = True  # type: ignore[attr-defined] # a new token needs no wait
             raise error
         fix = (
@@ -143,7 +145,11 @@ class CdrV3Stream(BookmarkedStream):
     def get_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
         windows = self.windows()
         if not windows:
-            self.logger.info("cdr_v3: nothing to read: the bookmark is past end_date")
+            self.logger.info(
+                "cdr_v3: nothing to read: the range starts after its end (%s, 5 minutes "
+                "before the run, unless end_date is earlier)",
+                self.sync_range()[1].isoformat(),
+            )
         emitted = 0
         for read in self.pager.reads(windows):
             started, records = time.monotonic(), 0
@@ -199,8 +205,10 @@ class CdrV3Stream(BookmarkedStream):
                     if cdr_id in seen:
                         continue
                     if not cdr_id:
+                        # Its keys only: the values hold personal data and signed URLs.
                         raise CdrApiError(
-                            f"cdr_v3: a record in window {window.label()} has no id: {raw!r}"
+                            f"cdr_v3: a record in window {window.label()} has no id (its "
+                            f"keys: {', '.join(sorted(map(str, raw))[:40])})"
                         )
                     seen.add(cdr_id)
                     yield normalize(raw)

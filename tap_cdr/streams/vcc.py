@@ -51,7 +51,9 @@ else:
 
 MIN_RETRY_PAUSE_SECONDS = 1.0
 MAX_DAY_PASSES = 4
-# Lookups between two STATE messages (a kill re-requests at most these).
+# Lookups between two STATE messages: a kill re-requests at most these of the pending
+# queue and the uuids setting, whose state changes with every lookup. A chunk of the
+# uuids file or the intake store commits at its end (its position moves per chunk).
 LOOKUPS_PER_COMMIT = 100
 LISTING_PATH = "/v2/cdrs/{year}/{month}/{day}"
 LOOKUP_PATH = "/v2/cdr/{year}/{month}/{uuid}"
@@ -251,7 +253,13 @@ class CdrByUuidStream(BookmarkedStream):
             source: state[source] for source in ("uuids_file", "intake") if source in state
         }
         self.bookmark_value = state.get("replication_key_value")
-        self.counts = {"swept": 0, "fetched": 0, "given_up": 0, "announced_in_log": 0}
+        self.counts = {
+            "swept": 0,
+            "looked_up": 0,
+            "fetched": 0,
+            "given_up": 0,
+            "announced_in_log": 0,
+        }
         # Announced uuids that the sweep may find in this run: no lookup for those.
         announced = {
             *self.queue.entries,
@@ -278,6 +286,15 @@ class CdrByUuidStream(BookmarkedStream):
             yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
         self.commit()
         self.log_summary(len(announced), intake.waiting if intake else None)
+
+    @override
+    def where_base_url(self) -> str:
+        if self.config["cdr_by_uuid"].get("base_url"):
+            return super().where_base_url()
+        return (
+            f"`cdr_by_uuid.customer` (the API's address is {self.url_base}, unless "
+            "`cdr_by_uuid.base_url` is set)"
+        )
 
     def intake_source(self, saved: Any) -> IntakeSource | None:
         """The intake store, when ``intake_store`` is set."""
@@ -348,8 +365,10 @@ class CdrByUuidStream(BookmarkedStream):
                 else ""
             )
             parts.append(f"{counts['swept']:,} from the CDR log sweep{among}")
-        if self.counts["fetched"] or not self.vcc.list_cdrs or announced:
-            parts.append(f"{counts['fetched']:,} looked up by uuid")
+        if counts["looked_up"] or not self.vcc.list_cdrs:
+            parts.append(
+                f"{counts['fetched']:,} found of {counted(counts['looked_up'], 'uuid')} looked up"
+            )
         emitted = counts["swept"] + counts["fetched"]
         summary = f"cdr_by_uuid: emitted {counted(emitted, 'record')} ({'; '.join(parts)})"
         if pending or counts["given_up"]:
@@ -494,6 +513,7 @@ class CdrByUuidStream(BookmarkedStream):
             for lookup, page in ordered(self.prefetch, self.fetch_lookup, wanted):
                 if lookup.item is not NOTHING:
                     since_commit += 1
+                    self.counts["looked_up"] += 1
                     record = self._use_result(lookup, page, emitted)
                     if record is not None:
                         yield record
@@ -543,10 +563,10 @@ class CdrByUuidStream(BookmarkedStream):
         if self.queue.failed_attempt(lookup.item, utc_now()):
             self.counts["given_up"] += 1
             self.logger.error(
-                "cdr_by_uuid: giving up on uuid %s after %d attempts: its CDR never "
-                "became available",
+                "cdr_by_uuid: giving up on uuid %s after %s: its CDR never became "
+                "available (`cdr_by_uuid.max_attempts`)",
                 uuid,
-                self.vcc.max_attempts,
+                counted(self.vcc.max_attempts, "attempt"),
             )
         return None
 
