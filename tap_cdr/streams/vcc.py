@@ -14,6 +14,7 @@ Two sources feed the one ``cdr_by_uuid`` stream (key ``uuid``):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
@@ -99,6 +100,7 @@ class CdrByUuidStream(BookmarkedStream):
     positions: dict[str, Any]  # where the uuids file and the intake store were read to
     bookmark_value: str | None
     counts: dict[str, int]
+    swept: set[str]  # uuids the sweep emitted in this run
 
     @cached_property
     def vcc(self) -> settings.VccSettings:
@@ -229,11 +231,6 @@ class CdrByUuidStream(BookmarkedStream):
                 ("uuids_file", chunk) for chunk in (file.chunks() if file else ())
             ]
             intake = self.intake_source(state.get("intake"))
-            if intake is not None:
-                try:
-                    chunks += [("intake", chunk) for chunk in intake.chunks()]
-                finally:
-                    intake.engine.dispose()  # read once per run: no connection kept
         except WorkListError as exc:
             raise CdrApiError(str(exc)) from None
         if file is not None and file.reread_reason:
@@ -245,24 +242,18 @@ class CdrByUuidStream(BookmarkedStream):
         }
         self.bookmark_value = state.get("replication_key_value")
         self.counts = {"swept": 0, "fetched": 0, "given_up": 0, "announced_in_log": 0}
-        # Announced uuids that the sweep may find in this run: no lookup for those.
-        announced = {
-            *self.queue.entries,
-            *(item.uuid for item in self.setting.new()),
-            *(item.uuid for _, chunk in chunks for item in chunk.items),
-        }
-        if intake is not None:
-            self.log_intake(intake, sum(len(c.items) for s, c in chunks if s == "intake"))
-        emitted: set[str] = set()  # announced uuids emitted in this run: no lookup
+        self.counts["announced"] = len(self.queue.entries)
+        # Every uuid the sweep emitted in this run: none needs a lookup. (The intake store
+        # is read after the sweep, a chunk at a time, so its backlog is never all in memory.)
+        self.swept = set()
         if vcc.list_cdrs:
             for record in self.sweep():
-                uuid = record["uuid"]
-                if uuid in announced:
-                    emitted.add(uuid)
+                self.swept.add(record["uuid"])
+                if self.queue.entries.pop(record["uuid"], None) is not None:
                     self.counts["announced_in_log"] += 1
-                    self.queue.entries.pop(uuid, None)
                 yield record
-        yield from self.look_up(self._lookups(chunks), emitted)
+        emitted: set[str] = set()  # uuids fetched in this run: no second lookup
+        yield from self.look_up_sources(chunks, intake, emitted)
         deadline = utc_now() + vcc.wait_for_pending
         while self.queue.entries and utc_now() < deadline:
             wake = min(self.queue.next_due(), deadline)
@@ -270,7 +261,22 @@ class CdrByUuidStream(BookmarkedStream):
             time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
             yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
         self.commit()
-        self.log_summary(len(announced), intake.waiting if intake else None)
+        self.log_summary(self.counts["announced"], intake.waiting if intake else None)
+
+    def look_up_sources(
+        self, chunks: list[tuple[str, Chunk]], intake: IntakeSource | None, emitted: set[str]
+    ) -> Iterator[dict[str, Any]]:
+        """Look up the new uuids of the sources: pending, setting, file, then the intake
+        store, which is read a chunk at a time as the lookups go."""
+        if intake is None:
+            yield from self.look_up(self._lookups(chunks), emitted)
+            return
+        read = itertools.chain(chunks, (("intake", chunk) for chunk in intake.chunks()))
+        try:
+            yield from self.look_up(self._lookups(read), emitted)
+        finally:
+            intake.engine.dispose()  # read once per run: no connection kept
+        self.log_intake(intake, intake.read)
 
     def intake_source(self, saved: Any) -> IntakeSource | None:
         """The intake store, when ``intake_store`` is set."""
@@ -450,7 +456,7 @@ class CdrByUuidStream(BookmarkedStream):
 
     # -- lookups by uuid --------------------------------------------------------------
 
-    def _lookups(self, chunks: list[tuple[str, Chunk]]) -> Iterator[Lookup]:
+    def _lookups(self, chunks: Iterable[tuple[str, Chunk]]) -> Iterator[Lookup]:
         """Due pending uuids (oldest first), then new items of the setting, then the
         new lines of the file and the new calls of the intake store; each chunk's last
         lookup carries the position to save after it."""
@@ -490,11 +496,16 @@ class CdrByUuidStream(BookmarkedStream):
     def _wanted(self, lookups: Iterable[Lookup], emitted: set[str]) -> Iterator[Lookup]:
         """The lookups to make: each uuid once, none the sweep emitted, and no new
         announcement of a uuid already pending (it is retried when due). A skipped
-        lookup still carries its chunk's position."""
+        lookup still carries its chunk's position. Counts the announced uuids, and
+        those the sweep found."""
         requested: set[str] = set()
         for lookup in lookups:
             uuid = lookup.item.uuid
-            skip = uuid in emitted or uuid in requested
+            swept = uuid in self.swept
+            if lookup.item is not NOTHING and lookup.source != "pending":
+                self.counts["announced"] += 1
+                self.counts["announced_in_log"] += swept
+            skip = swept or uuid in emitted or uuid in requested
             if lookup.source != "pending" and uuid in self.queue.entries:
                 skip = True
             if not skip:
