@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tap_cdr.intake.app import Rejected, parse_event
+from tap_cdr.intake.events import Event, Rejected, parse_event
 from tests.intake_support import (
     SECRET_KEY,
     Receiver,
@@ -58,11 +58,11 @@ VECTORS = {
 @pytest.mark.parametrize(("cipher", "iv"), list(VECTORS))
 def test_decrypts_what_openssl_encrypted(cipher, iv):
     body = VECTORS[cipher, iv].encode()
-    assert parse_event(body, cipher, VECTOR_KEY, iv) == (VECTOR_UUID, "2026/11", 3)
+    assert parse_event(body, cipher, VECTOR_KEY, iv) == Event(VECTOR_UUID, "2026/11", 3)
     # Wrapped in lines, or sent as a form field: the same event.
     wrapped = b"\n".join(body[i : i + 64] for i in range(0, len(body), 64))
-    assert parse_event(wrapped, cipher, VECTOR_KEY, iv)[0] == VECTOR_UUID
-    assert parse_event(b"data=" + body, cipher, VECTOR_KEY, iv)[0] == VECTOR_UUID
+    assert parse_event(wrapped, cipher, VECTOR_KEY, iv).uuid == VECTOR_UUID
+    assert parse_event(b"data=" + body, cipher, VECTOR_KEY, iv).uuid == VECTOR_UUID
 
 
 @pytest.mark.parametrize(
@@ -88,14 +88,14 @@ def test_cbc_with_the_wrong_key_is_bad_padding():
 
 def test_event_fields_are_read_in_every_form():
     uuid = uuid_n(1)
-    assert parse_event(json.dumps(event(uuid.upper())).encode(), None, "", None) == (
-        uuid,
-        "2024/03",
-        3,
+    assert parse_event(json.dumps(event(uuid.upper())).encode(), None, "", None) == Event(
+        uuid, "2024/03", 3
     )
     # A form post, and a projectid sent as a string; no call_start_time: no month.
-    assert parse_event(f"uuid={uuid}&projectid=12".encode(), None, "", None) == (uuid, None, 12)
-    assert parse_event(b"data=" + json.dumps(event(uuid)).encode(), None, "", None)[0] == uuid
+    assert parse_event(f"uuid={uuid}&projectid=12".encode(), None, "", None) == Event(
+        uuid, None, 12
+    )
+    assert parse_event(b"data=" + json.dumps(event(uuid)).encode(), None, "", None).uuid == uuid
 
 
 @pytest.fixture

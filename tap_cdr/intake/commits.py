@@ -60,6 +60,7 @@ class GroupCommitter:
         self.metrics = metrics
         self.waiting: queue.SimpleQueue[Write[Any] | None] = queue.SimpleQueue()
         self.probing: asyncio.Future[None] | None = None
+        self.batch: list[Write[Any]] = []  # the writes being committed
         self.thread = threading.Thread(target=self._run, name="intake-writer", daemon=True)
         self.thread.start()
 
@@ -112,19 +113,21 @@ class GroupCommitter:
             )
             stopped = StoreUnavailable("writer_stopped", "the writer thread has stopped")
             while True:
+                for write in self.batch:
+                    write.loop.call_soon_threadsafe(_fail, write.answer, stopped)
                 try:
                     waiting = self.waiting.get_nowait()
                 except queue.Empty:
                     return
-                if waiting is not None:
-                    waiting.loop.call_soon_threadsafe(_fail, waiting.answer, stopped)
+                self.batch = [waiting] if waiting is not None else []
 
     def _commit_next(self) -> bool:
         """Commit the writes waiting; False once asked to stop."""
         first = self.waiting.get()
         if first is None:
             return False
-        batch, going_on = [first], True
+        self.batch = batch = [first]
+        going_on = True
         while len(batch) < MAX_BATCH:
             try:
                 item = self.waiting.get_nowait()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 from uuid import uuid4
 
 from sqlalchemy import (
@@ -133,6 +133,11 @@ def shown(url: str) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return "(not a database URL)"
+    hidden = {
+        key: "***" if "password" in f"{key} {values}".lower() else values
+        for key, values in parsed.query.items()
+    }
+    parsed = parsed.set(query=hidden)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         # Where the file really is, whatever the working directory of the service.
         parsed = parsed.set(database=str(Path(str(parsed.database)).resolve()))
@@ -140,9 +145,12 @@ def shown(url: str) -> str:
 
 
 def redact(text: str, url: str) -> str:
-    """``text`` (a message, an error from the driver) without the passwords in ``url``."""
-    secrets = {match[2] for match in _USERINFO_PASSWORD.finditer(url)}
-    secrets |= {match[2].strip("'") for match in _PASSWORD_KEYWORD.finditer(unquote(url))}
+    """``text`` (a message, an error from the driver) without the passwords in ``url``,
+    however they were encoded."""
+    secrets = set()
+    for reading in (url, unquote(url), unquote_plus(url)):
+        secrets |= {match[2] for match in _USERINFO_PASSWORD.finditer(reading)}
+        secrets |= {match[2].strip("'") for match in _PASSWORD_KEYWORD.finditer(reading)}
     try:
         parsed = make_url(url)
         secrets.add(parsed.password or "")
@@ -154,9 +162,13 @@ def redact(text: str, url: str) -> str:
         }
     except (ArgumentError, ValueError):
         pass
-    for secret in sorted(secrets - {""}, key=len, reverse=True):
-        for form in {secret, unquote(secret), quote(secret, safe=""), quote(secret)}:
-            text = text.replace(form, "***")
+    forms = {
+        form
+        for secret in secrets - {""}
+        for form in (secret, quote(secret, safe=""), quote(secret), quote_plus(secret))
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
     text = _USERINFO_PASSWORD.sub(r"\1***@", text)
     return _PASSWORD_KEYWORD.sub(r"\1***", text)
 
