@@ -267,27 +267,26 @@ def test_without_an_intake_store_the_tap_does_not_load_sqlalchemy():
     assert loaded == "False"
 
 
-def tap_until(command: list[str], boundary: int | None) -> tuple[list[str], dict | None]:
-    """Run the real tap; with ``boundary``, kill -9 it once the STATE of its
-    ``boundary``-th chunk of the intake store is out (the intake position has moved that
-    many times). The uuids it emitted before, and the last STATE it wrote."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert process.stdout is not None
+def tap_until(command: list[str], boundary: int, position: dict) -> tuple[list[str], dict | None]:
+    """Run the real tap, and kill -9 it once the STATE of its ``boundary``-th chunk of
+    the intake store is out (the intake ``position`` has moved that many times). The
+    uuids it emitted before, and the last STATE it wrote."""
     emitted: list[str] = []
-    state, position, moves = None, None, 0
-    for line in process.stdout:
-        message = json.loads(line)
-        if message["type"] == "RECORD":
-            emitted.append(message["record"]["uuid"])
-        elif message["type"] == "STATE":
-            state = message["value"]
-            intake = state["bookmarks"]["cdr_by_uuid"].get("intake")
-            moves += intake != position
-            position = intake
-            if moves == boundary:
-                process.kill()
-                break
-    process.wait(timeout=60)
+    state, moves = None, 0
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            message = json.loads(line)
+            if message["type"] == "RECORD":
+                emitted.append(message["record"]["uuid"])
+            elif message["type"] == "STATE":
+                state = message["value"]
+                intake = state["bookmarks"]["cdr_by_uuid"].get("intake")
+                moves += intake != position
+                position = intake
+                if moves == boundary:
+                    process.kill()
+                    break
     return emitted, state
 
 
@@ -325,7 +324,8 @@ def test_kill_9_at_a_chunk_boundary_with_late_gaps_then_resume(
     add_rows(range(3001, 4001))
     engine.dispose()
     before = lookups(server)
-    emitted, state = tap_until(tap_command(tmp_path, config, first.final_state), boundary)
+    command = tap_command(tmp_path, config, first.final_state)
+    emitted, state = tap_until(command, boundary, intake_state(first))
     assert state is not None
     resumed = run_tap(config, state=state)
     wanted = {uuids[i - 1] for i in [*range(1, 1501), *range(3001, 4001)]}
@@ -370,7 +370,8 @@ def test_a_receiver_whose_clock_is_an_hour_ahead_stalls_nothing(vcc, tmp_path, p
         fast.stop()
         normal.stop()
     # The hook did make that receiver's clock an hour fast (its log's time stamps).
-    stamp = fast.log.read_text().split(" INFO ", 1)[0]
+    (started,) = [line for line in fast.log.read_text().splitlines() if "listening on" in line]
+    stamp = started.split(" INFO ", 1)[0]
     logged = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone()
     assert timedelta(minutes=50) < logged - datetime.now(timezone.utc) < timedelta(minutes=70)
     skew = "select max(abs(extract(epoch from now() - received_at))) from announced_calls"
