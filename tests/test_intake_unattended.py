@@ -500,7 +500,7 @@ def test_start_and_stop_lines_help_and_a_short_key(tmp_path, pg_store):
     password = PG_URL.split("@")[0].rsplit(":", 1)[1]
     assert re.search(
         rf"listening on http://127.0.0.1:{intake.port}; store postgresql://\S+:\*\*\*@"
-        r"127.0.0.1:5432/\S+; cipher off; body limit 1048576 bytes; at most 100 connections",
+        r"127.0.0.1:5432/\S+; cipher off; body limit 1048576 bytes; at most 1000 connections",
         log,
     )
     assert f":{password}@" not in log
@@ -509,6 +509,6 @@ def test_start_and_stop_lines_help_and_a_short_key(tmp_path, pg_store):
     helped = subprocess.run([str(RECEIVER), "--help"], capture_output=True, text=True, check=True)
     for name in (
         "TAP_CDR_INTAKE_SECRET_KEY", "TAP_CDR_INTAKE_CIPHER", "TAP_CDR_INTAKE_STORE",
-        "sqlite:///tap-cdr-intake.db", "127.0.0.1", "8787", "1048576", "default 100",
+        "sqlite:///tap-cdr-intake.db", "127.0.0.1", "8787", "1048576", "default 1000",
     ):  # fmt: skip
         assert name in " ".join(helped.stdout.split()), name

@@ -22,7 +22,7 @@ from tap_cdr.intake.store import DEFAULT_STORE
 __all__ = ["main"]
 
 MIN_KEY_LENGTH = 16
-DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_MAX_CONNECTIONS = 1000
 ENVIRONMENT = f"""environment:
   TAP_CDR_INTAKE_SECRET_KEY  required: the secret key VCC Live sends in the URL (?secret-key=),
                              and the key of the cipher; at least {MIN_KEY_LENGTH} characters,

@@ -61,6 +61,9 @@ class GroupCommitter:
         self.waiting: queue.SimpleQueue[Write[Any] | None] = queue.SimpleQueue()
         self.probing: asyncio.Future[None] | None = None
         self.batch: list[Write[Any]] = []  # the writes being committed
+        # The writer's own connection, kept: a checkout from the pool per batch would
+        # cost a ping and a rollback each time.
+        self.connection: Connection | None = None
         self.thread = threading.Thread(target=self._run, name="intake-writer", daemon=True)
         self.thread.start()
 
@@ -101,6 +104,8 @@ class GroupCommitter:
         """Commit what is waiting, then stop the writer."""
         self.waiting.put(None)
         self.thread.join(timeout=60)
+        if self.connection is not None:
+            self.connection.close()
 
     def _run(self) -> None:
         try:
@@ -159,8 +164,14 @@ class GroupCommitter:
             write.loop.call_soon_threadsafe(_succeed, write.answer, result)
 
     def _transaction(self, batch: list[Write[Any]]) -> list[Any]:
+        if self.connection is None or self.connection.invalidated:
+            # None yet, or lost (the server restarted): a new one.
+            if self.connection is not None:
+                self.connection.close()
+            self.connection = self.engine.connect()
         started = time.perf_counter()
-        with self.engine.begin() as conn:
+        conn = self.connection
+        with conn.begin():
             results = [write.apply(conn) for write in batch]
         counted = sum(write.counted for write in batch)
         if counted:
