@@ -13,9 +13,9 @@ Prints each round, then the medians and the spread, and writes them into
 benchmarks/RESULTS.md (its intake section), with the machine's load.
 
 Backlog (``--backlog N``): a store holding N announced calls that the tap has not read,
-the sandbox serving the same N calls in its CDR log; times one run of the tap (the
-sweep finds every call; the store is read after it) and reads its peak RSS; alternates
-with ``--baseline`` if given.
+the sandbox serving the same N calls in its CDR log; after a warm-up, times runs of the
+tap from an empty state (the sweep finds every call; the store is read after it) and
+reads their peak RSS, alternating with ``--baseline`` if given.
 
     python benchmarks/intake.py [--rounds 5] [--seconds 10] [--rate 500] [--baseline PATH]
     python benchmarks/intake.py --backlog 1000000 [--rounds 1] [--baseline PATH]
@@ -322,6 +322,7 @@ def backlog(args: argparse.Namespace) -> None:
         )
         runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in contenders}
         try:
+            run_tap(config, None, Path(tmp))  # a warm-up: fills the sandbox's cache
             for number in range(args.rounds):
                 for label, checkout in contenders[:: 1 if number % 2 == 0 else -1]:
                     seconds, rss, said = run_tap(config, checkout, Path(tmp))

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,9 +30,6 @@ from tests.intake_support import (
     rows,
     uuid_n,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 PERSONAL = ("36201234567", "36309876543", "Kovács", "Nagy Péter", "peter@example.hu")
 
@@ -512,3 +509,32 @@ def test_start_and_stop_lines_help_and_a_short_key(tmp_path, pg_store):
         "sqlite:///tap-cdr-intake.db", "127.0.0.1", "8787", "1048576", "default 1000",
     ):  # fmt: skip
         assert name in " ".join(helped.stdout.split()), name
+
+
+def test_the_readme_sample_posts_a_call(tmp_path):
+    """The README's sample body and curl command, as written (the port aside), against a
+    receiver whose key has the characters of `openssl rand -base64 32`."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- curl-sample:begin -->")[1].split("<!-- curl-sample:end -->")[0]
+    script = block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
+    key = openssl_key()
+    store = f"sqlite:///{tmp_path / 'intake.db'}"
+    intake = Receiver(store, tmp_path / "intake.log", secret_key=key).start()
+    try:
+        answers = [
+            subprocess.run(
+                ["bash", "-e", "-c", script.replace("127.0.0.1:8787", f"127.0.0.1:{intake.port}")],
+                cwd=tmp_path,
+                env={"PATH": "/usr/bin:/bin", "TAP_CDR_INTAKE_SECRET_KEY": key},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            for _ in range(2)
+        ]
+    finally:
+        intake.stop()
+    assert answers == ['{"status":"stored"}', '{"status":"duplicate","deliveries":2}']
+    assert rows(store, "select uuid, month, projectid from announced_calls") == [
+        ("85955f2e-049f-4a41-9145-f513abf50c7b", "2024/03", 3)
+    ]
