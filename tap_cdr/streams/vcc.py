@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ MAX_DAY_PASSES = 4
 # Lookups between two STATE messages (a kill re-requests at most these).
 LOOKUPS_PER_COMMIT = 100
 LISTING_PATH = "/v2/cdrs/{year}/{month}/{day}"
+UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 # A lookup that only carries a file position (its line was a comment, or skipped).
 NOTHING = WorkItem("")
 
@@ -100,7 +102,7 @@ class CdrByUuidStream(BookmarkedStream):
     positions: dict[str, Any]  # where the uuids file and the intake store were read to
     bookmark_value: str | None
     counts: dict[str, int]
-    swept: set[str]  # uuids the sweep emitted in this run
+    swept: set[int | str]  # the swept_key of each uuid the sweep emitted in this run
 
     @cached_property
     def vcc(self) -> settings.VccSettings:
@@ -248,7 +250,7 @@ class CdrByUuidStream(BookmarkedStream):
         self.swept = set()
         if vcc.list_cdrs:
             for record in self.sweep():
-                self.swept.add(record["uuid"])
+                self.swept.add(swept_key(record["uuid"]))
                 if self.queue.entries.pop(record["uuid"], None) is not None:
                     self.counts["announced_in_log"] += 1
                 yield record
@@ -501,7 +503,7 @@ class CdrByUuidStream(BookmarkedStream):
         requested: set[str] = set()
         for lookup in lookups:
             uuid = lookup.item.uuid
-            swept = uuid in self.swept
+            swept = swept_key(uuid) in self.swept
             if lookup.item is not NOTHING and lookup.source != "pending":
                 self.counts["announced"] += 1
                 self.counts["announced_in_log"] += swept
@@ -561,6 +563,12 @@ class CdrByUuidStream(BookmarkedStream):
     def _advance_bookmark(self, value: str | None) -> None:
         if value and (self.bookmark_value is None or value > self.bookmark_value):
             self.bookmark_value = value
+
+
+def swept_key(uuid: str) -> int | str:
+    """A uuid as the run remembers that the sweep emitted it: its 128 bits, which take
+    77 MB for a million calls where the text takes 118 MB (the text if it is no uuid)."""
+    return int(uuid.replace("-", ""), 16) if UUID_TEXT.match(uuid) else uuid
 
 
 def _is_listing(response: requests.Response) -> bool:
