@@ -36,6 +36,7 @@ from sqlalchemy import (
     func,
     make_url,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -145,8 +146,8 @@ def shown(url: str) -> str:
     return redact(parsed.render_as_string(hide_password=True), url)
 
 
-def redact(text: str, url: str) -> str:
-    """``text`` (a message, an error from the driver) without the passwords in ``url``,
+def redact(message: str, url: str) -> str:
+    """``message`` (an error from the driver, a URL) without the passwords in ``url``,
     however they were encoded."""
     secrets = set()
     for reading in (url, unquote(url), unquote_plus(url)):
@@ -169,9 +170,9 @@ def redact(text: str, url: str) -> str:
         for form in (secret, quote(secret, safe=""), quote(secret), quote_plus(secret))
     }
     for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, "***")
-    text = _USERINFO_PASSWORD.sub(r"\1***@", text)
-    return _PASSWORD_KEYWORD.sub(r"\1***", text)
+        message = message.replace(form, "***")
+    message = _USERINFO_PASSWORD.sub(r"\1***@", message)
+    return _PASSWORD_KEYWORD.sub(r"\1***", message)
 
 
 def problem_of(exc: BaseException, url: str) -> str:
@@ -230,6 +231,9 @@ def _create_schema(engine: Engine) -> None:
 def _create(engine: Engine) -> None:
     metadata.create_all(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # An index on a large table takes longer than a statement may.
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
         # Stores made by an earlier version gain the indexes here.
         for table in (announced_calls, rejected_events):
             for index in table.indexes:
@@ -289,13 +293,13 @@ _REDELIVERY = (
 )
 _NEW_CALL = {
     # uuid, month and projectid are the execute's parameters.
-    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(announced_calls)
+    name: dialect.insert(announced_calls)
     .values(received_at=utc_now(), deliveries=1)
     .on_conflict_do_update(
         index_elements=["uuid"], set_={"deliveries": announced_calls.c.deliveries + 1}
     )
     .returning(announced_calls.c.deliveries)
-    for dialect in (postgresql, sqlite)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 
 
@@ -327,9 +331,7 @@ def probe(conn: Connection) -> None:
         .where(announced_calls.c.id == 0)  # no such row: ids start at 1
         .values(deliveries=announced_calls.c.deliveries)
     )
-    conn.execute(
-        update(store_meta).where(store_meta.c.key == "probe").values(value=str(time.time()))
-    )
+    conn.execute(update(store_meta).where(store_meta.c.key == "probe").values(value=utc_now()))
 
 
 def row_counts(conn: Connection) -> dict[str, int]:

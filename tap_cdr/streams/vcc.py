@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -55,13 +55,32 @@ MAX_DAY_PASSES = 4
 # Lookups between two STATE messages (a kill re-requests at most these).
 LOOKUPS_PER_COMMIT = 100
 LISTING_PATH = "/v2/cdrs/{year}/{month}/{day}"
-UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 # A lookup that only carries a file position (its line was a comment, or skipped).
 NOTHING = WorkItem("")
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class SweptUuids:
+    """The uuids the sweep emitted in this run, in a temporary SQLite file (deleted when
+    closed): with an intake store read after the sweep, every one must be remembered,
+    and a million would cost the process over 100 MB in memory."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect("")  # "": a private temporary file
+        self.db.execute("create table swept (uuid text primary key) without rowid")
+
+    def add(self, uuid: str) -> None:
+        self.db.execute("insert or ignore into swept values (?)", (uuid,))
+
+    def __contains__(self, uuid: str) -> bool:
+        found = self.db.execute("select 1 from swept where uuid = ?", (uuid,))
+        return found.fetchone() is not None
+
+    def close(self) -> None:
+        self.db.close()
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,7 @@ class CdrByUuidStream(BookmarkedStream):
     positions: dict[str, Any]  # where the uuids file and the intake store were read to
     bookmark_value: str | None
     counts: dict[str, int]
-    swept: set[int | str]  # the swept_key of each uuid the sweep emitted in this run
+    swept: SweptUuids  # the uuids the sweep emitted in this run that a lookup could want
 
     @cached_property
     def vcc(self) -> settings.VccSettings:
@@ -245,23 +264,35 @@ class CdrByUuidStream(BookmarkedStream):
         self.bookmark_value = state.get("replication_key_value")
         self.counts = {"swept": 0, "fetched": 0, "given_up": 0, "announced_in_log": 0}
         self.counts["announced"] = len(self.queue.entries)
-        # Every uuid the sweep emitted in this run: none needs a lookup. (The intake store
-        # is read after the sweep, a chunk at a time, so its backlog is never all in memory.)
-        self.swept = set()
-        if vcc.list_cdrs:
-            for record in self.sweep():
-                self.swept.add(swept_key(record["uuid"]))
-                if self.queue.entries.pop(record["uuid"], None) is not None:
+        # The uuids the sweep emits that a lookup would ask for again: those announced so
+        # far, or with an intake store every one (it is read after the sweep, a chunk at a
+        # time, so that its backlog is never all in memory).
+        announced = None
+        if intake is None:
+            announced = {
+                *self.queue.entries,
+                *(item.uuid for item in self.setting.new()),
+                *(item.uuid for _, chunk in chunks for item in chunk.items),
+            }
+        self.swept = SweptUuids()
+        emitted: set[str] = set()  # uuids fetched in this run: no second lookup
+        try:
+            for record in self.sweep() if vcc.list_cdrs else ():
+                uuid = record["uuid"]
+                if announced is None or uuid in announced:
+                    self.swept.add(uuid)
+                if self.queue.entries.pop(uuid, None) is not None:
                     self.counts["announced_in_log"] += 1
                 yield record
-        emitted: set[str] = set()  # uuids fetched in this run: no second lookup
-        yield from self.look_up_sources(chunks, intake, emitted)
-        deadline = utc_now() + vcc.wait_for_pending
-        while self.queue.entries and utc_now() < deadline:
-            wake = min(self.queue.next_due(), deadline)
-            # Never spin: even with a zero retry interval, rounds are a second apart.
-            time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
-            yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
+            yield from self.look_up_sources(chunks, intake, emitted)
+            deadline = utc_now() + vcc.wait_for_pending
+            while self.queue.entries and utc_now() < deadline:
+                wake = min(self.queue.next_due(), deadline)
+                # Never spin: even with a zero retry interval, rounds are a second apart.
+                time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
+                yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
+        finally:
+            self.swept.close()
         self.commit()
         self.log_summary(self.counts["announced"], intake.waiting if intake else None)
 
@@ -503,7 +534,7 @@ class CdrByUuidStream(BookmarkedStream):
         requested: set[str] = set()
         for lookup in lookups:
             uuid = lookup.item.uuid
-            swept = swept_key(uuid) in self.swept
+            swept = uuid in self.swept
             if lookup.item is not NOTHING and lookup.source != "pending":
                 self.counts["announced"] += 1
                 self.counts["announced_in_log"] += swept
@@ -563,12 +594,6 @@ class CdrByUuidStream(BookmarkedStream):
     def _advance_bookmark(self, value: str | None) -> None:
         if value and (self.bookmark_value is None or value > self.bookmark_value):
             self.bookmark_value = value
-
-
-def swept_key(uuid: str) -> int | str:
-    """A uuid as the run remembers that the sweep emitted it: its 128 bits, which take
-    77 MB for a million calls where the text takes 118 MB (the text if it is no uuid)."""
-    return int(uuid.replace("-", ""), 16) if UUID_TEXT.match(uuid) else uuid
 
 
 def _is_listing(response: requests.Response) -> bool:
