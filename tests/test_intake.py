@@ -21,6 +21,7 @@ from tests.intake_support import (
     Receiver,
     event,
     execute,
+    get,
     kill,
     post,
     rows,
@@ -281,6 +282,9 @@ def test_store_down_answers_503_and_healthz_says_so(tmp_path, pg_store):
         # The store goes away under the receiver: its table can no longer be written.
         execute(pg_store, f"ALTER TABLE {schema}.announced_calls RENAME TO gone")
         assert post(receiver.post_url(), event(uuid_n(1))) == 503
+        status, body = get(receiver.url + "/healthz")
+        assert status == 503
+        assert 'relation \\"announced_calls\\" does not exist' in body
         execute(pg_store, f"ALTER TABLE {schema}.gone RENAME TO announced_calls")
         assert post(receiver.post_url(), event(uuid_n(1))) == 200
     finally:

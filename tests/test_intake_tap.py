@@ -378,3 +378,17 @@ def test_a_receiver_whose_clock_is_an_hour_ahead_stalls_nothing(vcc, tmp_path, p
     assert rows(pg_store, skew)[0][0] < 600
     result = run_tap(intake_config(server, pg_store))
     assert sorted(result.ids_of("uuid")) == sorted([uuids[1], uuids[2]])
+
+
+def test_a_store_that_fails_while_it_is_read_is_one_line_without_its_password(vcc, pg_store):
+    server = vcc()
+    open_store(pg_store).dispose()
+    schema = pg_store.rsplit("%3D", 1)[1]
+    execute(pg_store, f"ALTER TABLE {schema}.announced_calls RENAME TO gone")
+    with pytest.raises(FatalAPIError) as raised:
+        run_tap(intake_config(server, pg_store))
+    message = str(raised.value)
+    assert message.startswith("cdr_by_uuid.intake_store: the intake store postgresql://")
+    assert 'relation "announced_calls" does not exist' in message
+    assert ":tapcdr@" not in message
+    assert "\n" not in message

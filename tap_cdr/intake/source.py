@@ -15,11 +15,22 @@ the other runs about 0.15 s and 15 MB at start.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from itertools import takewhile
 from typing import TYPE_CHECKING, Any
 
-from tap_cdr.intake.store import Announcement, announced_after, announced_among, count_after
+from sqlalchemy.exc import SQLAlchemyError
+
+from tap_cdr.intake.store import (
+    Announcement,
+    StoreError,
+    announced_after,
+    announced_among,
+    count_after,
+    problem_of,
+    shown,
+)
 from tap_cdr.uuids import UuidListError, WorkItem, parse_item
 from tap_cdr.windows import parse_instant
 from tap_cdr.worklist import Chunk, WorkListError
@@ -28,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 ROWS_PER_CHUNK = 1000
 GAP_HORIZON = timedelta(minutes=10)
@@ -90,12 +101,12 @@ class IntakeSource:
         read one chunk at a time, each in a short transaction of its own."""
         watched = sorted(self.gaps)
         for at in range(0, len(watched), ROWS_PER_CHUNK):
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 calls = announced_among(conn, watched[at : at + ROWS_PER_CHUNK], self.delay)
             yield from self._chunk([call for call in calls if self._gap_found(call)])
             self._forget(watched[at : at + ROWS_PER_CHUNK])
         while True:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 calls = announced_after(conn, self.last_id, ROWS_PER_CHUNK, self.delay)
             ready = list(takewhile(lambda call: call.due, calls))
             for call in ready:
@@ -105,10 +116,22 @@ class IntakeSource:
             yield from self._chunk(ready)
             if len(ready) < ROWS_PER_CHUNK:
                 break
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             self.waiting += count_after(conn, self.last_id)
         if self.position() != self.saved:
             yield Chunk([], self.position())  # gaps forgotten, or seen afresh
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for one read; `StoreError`, one line, if the store fails."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            url = self.engine.url.render_as_string(hide_password=False)
+            raise StoreError(
+                f"the intake store {shown(url)} cannot be read ({problem_of(exc, url)})"
+            ) from None
 
     def _gap_found(self, call: Announcement) -> bool:
         if not call.due:

@@ -394,7 +394,11 @@ def count_after(conn: Connection, after: int) -> int:
 
 def announced_among(conn: Connection, ids: Sequence[int], delay: timedelta) -> list[Announcement]:
     """The calls with these ids that are committed now, in id order."""
-    return _announcements(conn, announced_calls.c.id.in_(list(ids)), len(ids), delay)
+    found: list[Announcement] = []
+    for at in range(0, len(ids), 500):  # SQLite before 3.32 takes 999 parameters at most
+        part = list(ids[at : at + 500])
+        found += _announcements(conn, announced_calls.c.id.in_(part), len(part), delay)
+    return sorted(found, key=lambda announcement: announcement.id)
 
 
 def _announcements(

@@ -304,9 +304,13 @@ class CdrByUuidStream(BookmarkedStream):
         if intake is None:
             yield from self.look_up(self._lookups(chunks), emitted)
             return
+        from tap_cdr.intake.store import StoreError  # noqa: PLC0415 (SQLAlchemy, at need)
+
         read = itertools.chain(chunks, (("intake", chunk) for chunk in intake.chunks()))
         try:
             yield from self.look_up(self._lookups(read), emitted)
+        except StoreError as exc:
+            raise CdrApiError(f"cdr_by_uuid.intake_store: {exc}") from None
         finally:
             intake.engine.dispose()  # read once per run: no connection kept
         self.log_intake(intake, intake.read)
