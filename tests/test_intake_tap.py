@@ -388,7 +388,7 @@ def test_a_store_that_fails_while_it_is_read_is_one_line_without_its_password(vc
     with pytest.raises(FatalAPIError) as raised:
         run_tap(intake_config(server, pg_store))
     message = str(raised.value)
-    assert message.startswith("cdr_by_uuid.intake_store: the intake store postgresql://")
+    assert message.startswith("cdr_by_uuid.intake_store: the intake store postgresql+psycopg://")
     assert 'relation "announced_calls" does not exist' in message
     assert ":tapcdr@" not in message
     assert "\n" not in message
