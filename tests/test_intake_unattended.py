@@ -502,7 +502,10 @@ def test_start_and_stop_lines_help_and_a_short_key(tmp_path, pg_store):
     )
     assert f":{password}@" not in log
     assert "TAP_CDR_INTAKE_SECRET_KEY has 9 characters: use at least 16" in log
-    assert "tap-cdr-intake stopped: answered 1 webhook requests, stored 1 new calls" in log
+    assert (
+        "tap-cdr-intake stopped: webhook requests answered 1, new calls stored 1, deliveries "
+        "of calls already stored 0"
+    ) in log
     helped = subprocess.run([str(RECEIVER), "--help"], capture_output=True, text=True, check=True)
     for name in (
         "TAP_CDR_INTAKE_SECRET_KEY", "TAP_CDR_INTAKE_CIPHER", "TAP_CDR_INTAKE_STORE",

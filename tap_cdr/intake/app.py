@@ -210,8 +210,8 @@ class Intake:
         self.committer.close()
         self.engine.dispose()
         log.info(
-            "tap-cdr-intake stopped: answered %d webhook requests, stored %d new calls "
-            "(%d deliveries of calls already stored)",
+            "tap-cdr-intake stopped: webhook requests answered %d, new calls stored %d, "
+            "deliveries of calls already stored %d",
             self.metrics.total("responses"),
             self.metrics.total("events_stored"),
             self.metrics.total("duplicates"),
