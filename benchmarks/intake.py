@@ -197,6 +197,7 @@ class Receiver:
             stdout=log,
             stderr=log,
             env=env,
+            cwd=self.tmp,  # not a checkout: -c puts the working directory first on sys.path
         )
         for _ in range(100):
             if self.answers():
@@ -270,6 +271,7 @@ def receivers(args: argparse.Namespace) -> None:
             contenders.append(Receiver(build(args.baseline), args.baseline, Path(tmp), args.cipher))
         try:
             for contender in contenders:
+                check_build(contender.checkout, contender.tmp)
                 contender.start()
             for number in range(args.rounds):
                 # A B, B A, ...: neither build always runs on the warmer machine.
@@ -291,6 +293,19 @@ RECEIVER_HEADER = (
     "| flat out /s, median (min-max) | run (load: 1, 5, 15 min averages) |\n"
     "|---|---|---:|---:|---:|---:|---|---|---:|---:|---|"
 )
+
+
+def check_build(checkout: Path | None, where: Path) -> None:
+    """Refuse to measure a build other than the one named: a baseline's PYTHONPATH comes
+    after the working directory on sys.path."""
+    env = {**os.environ, **({"PYTHONPATH": str(checkout)} if checkout else {})}
+    found = subprocess.run(
+        [PYTHON, "-c", "import tap_cdr; print(tap_cdr.__file__)"],
+        env=env, cwd=where, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    expected = (checkout or Path(__file__).resolve().parent.parent).resolve()
+    if not Path(found).resolve().is_relative_to(expected):
+        raise SystemExit(f"the build measured would be {found}, not one of {expected}")
 
 
 def make_backlog(store: str, calls: int) -> None:
@@ -354,6 +369,8 @@ def backlog(args: argparse.Namespace) -> None:
             [(build(args.baseline), args.baseline)] * bool(args.baseline)
         )
         runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in contenders}
+        for _, checkout in contenders:
+            check_build(checkout, Path(tmp))
         try:
             run_tap(config, None, Path(tmp))  # a warm-up: fills the sandbox's cache
             for number in range(args.rounds):
@@ -394,6 +411,7 @@ def run_tap(config: Path, checkout: Path | None, tmp: Path) -> tuple[float, floa
             stdout=subprocess.DEVNULL,
             stderr=errors,
             env=env,
+            cwd=tmp,  # not a checkout: -m puts the working directory first on sys.path
         )
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
