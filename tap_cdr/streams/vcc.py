@@ -66,7 +66,7 @@ def utc_now() -> datetime:
 class SweptUuids:
     """The uuids the sweep emitted in this run, in a temporary SQLite file (deleted when
     closed): with an intake store read after the sweep, every one must be remembered,
-    and a million would cost the process over 100 MB in memory."""
+    and a million in a set cost the process 78 MB more (as 128-bit ints; text, more)."""
 
     def __init__(self) -> None:
         self.db = sqlite3.connect("")  # "": a private temporary file
