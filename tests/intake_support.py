@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from tap_cdr.intake.store import store_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 PG_URL = os.environ.get("TAP_CDR_PG_URL", "postgresql://tapcdr:tapcdr@127.0.0.1:5432/tapcdr")
 SECRET_KEY = "intake-test-secret-1f9e"  # a test value
@@ -168,6 +168,21 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'intake.db'}"
     return str(request.getfixturevalue("pg_store"))
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, any_store: str) -> Iterator[Callable[..., Receiver]]:
+    """Start receivers on the test's store (both kinds); all are killed after it."""
+    started: list[Receiver] = []
+
+    def make(**kwargs: Any) -> Receiver:
+        made = Receiver(any_store, tmp_path / "intake.log", **kwargs).start()
+        started.append(made)
+        return made
+
+    yield make
+    for made in started:
+        made.stop(signal.SIGKILL)
 
 
 def rows(store: str, sql: str) -> list[tuple[Any, ...]]:

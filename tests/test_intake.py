@@ -11,7 +11,6 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,9 +27,6 @@ from tests.intake_support import (
     status_of,
     uuid_n,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 # Made with the openssl command line, independently of the code under test:
 #   key=$(printf 'vcc-webhook-secret' | xxd -p); key=$(printf '%-64s' $key | tr ' ' 0)
@@ -97,20 +93,6 @@ def test_event_fields_are_read_in_every_form():
         uuid, None, 12
     )
     assert parse_event(b"data=" + json.dumps(event(uuid)).encode(), None, "", None).uuid == uuid
-
-
-@pytest.fixture
-def receiver(tmp_path: Path, any_store: str):
-    started: list[Receiver] = []
-
-    def make(**kwargs) -> Receiver:
-        made = Receiver(any_store, tmp_path / "intake.log", **kwargs).start()
-        started.append(made)
-        return made
-
-    yield make
-    for made in started:
-        made.stop(signal.SIGKILL)
 
 
 def encrypted(body: dict, cipher: str = "aes-256-ctr") -> bytes:

@@ -34,20 +34,6 @@ from tests.intake_support import (
 PERSONAL = ("36201234567", "36309876543", "Kovács", "Nagy Péter", "peter@example.hu")
 
 
-@pytest.fixture
-def receiver(tmp_path: Path, any_store: str):
-    started: list[Receiver] = []
-
-    def make(**kwargs) -> Receiver:
-        made = Receiver(any_store, tmp_path / "intake.log", **kwargs).start()
-        started.append(made)
-        return made
-
-    yield make
-    for made in started:
-        made.stop()
-
-
 def metrics_of(receiver: Receiver) -> dict[str, float]:
     """Every sample of /metrics, parsed by prometheus_client, by name and labels."""
     status, text = get(receiver.url + "/metrics")
