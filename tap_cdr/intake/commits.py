@@ -8,7 +8,9 @@ cost per event falls as the rate rises, while a lone event is committed at once.
 is still only ever sent after that event's commit.
 
 A batch whose commit fails is committed again one write at a time, so that only the
-write that cannot be stored fails: one bad event never costs another its delivery.
+write that cannot be stored fails: one bad event never costs another its delivery. A
+batch that fails because the connection was lost (the server restarted) is committed
+again once on a new connection: a restart costs at most the writes in flight during it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from tap_cdr.intake.store import probe
+from sqlalchemy.exc import DBAPIError
+
+from tap_cdr.intake.store import probe, problem_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -145,8 +149,10 @@ class GroupCommitter:
         try:
             results = self._transaction(batch)
         except Exception as exc:  # noqa: BLE001 (each waiting request is answered with it)
-            if len(batch) == 1:
-                first.loop.call_soon_threadsafe(_fail, first.answer, exc)
+            if len(batch) == 1 or not self.connected():
+                # No connection (the store is down): no write alone would fare better.
+                for write in batch:
+                    write.loop.call_soon_threadsafe(_fail, write.answer, exc)
                 return going_on
             for write in batch:
                 self._commit_alone(write)
@@ -164,13 +170,29 @@ class GroupCommitter:
             write.loop.call_soon_threadsafe(_succeed, write.answer, result)
 
     def _transaction(self, batch: list[Write[Any]]) -> list[Any]:
-        if self.connection is None or self.connection.invalidated:
-            # None yet, or lost (the server restarted): a new one.
-            if self.connection is not None:
-                self.connection.close()
-            self.connection = self.engine.connect()
-        started = time.perf_counter()
+        try:
+            return self._commit(batch)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The server restarted, or the network cut the connection: the batch is
+            # committed again on a new one, once, rather than answered 503.
+            log.warning(
+                "the store's connection was lost (%s): reconnecting",
+                problem_of(exc, self.engine.url.render_as_string(hide_password=False)),
+            )
+        return self._commit(batch)
+
+    def _commit(self, batch: list[Write[Any]]) -> list[Any]:
         conn = self.connection
+        if conn is None or conn.closed or conn.invalidated:
+            # Forgotten before connecting: a connect that fails must leave nothing
+            # closed to be used again.
+            self.connection = None
+            if conn is not None:
+                conn.close()
+            conn = self.connection = self.engine.connect()
+        started = time.perf_counter()
         with conn.begin():
             results = [write.apply(conn) for write in batch]
         counted = sum(write.counted for write in batch)
@@ -179,6 +201,12 @@ class GroupCommitter:
             self.metrics.batch_events.observe(counted)
             self.metrics.last_commit = time.monotonic()
         return results
+
+    def connected(self) -> bool:
+        """Whether the writer holds a connection it can use."""
+        return self.connection is not None and not (
+            self.connection.closed or self.connection.invalidated
+        )
 
 
 def _retrieve(answer: asyncio.Future[Any]) -> None:

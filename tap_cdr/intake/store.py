@@ -9,7 +9,10 @@ times it was delivered. Nothing else of an event (numbers, names, client data).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -51,10 +54,17 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import SQLCompiler
 
 DEFAULT_STORE = "sqlite:///tap-cdr-intake.db"
+log = logging.getLogger("tap_cdr.intake")
 # Bounded waits, so that a hung store gives 503s rather than hung requests.
 CONNECT_TIMEOUT_SECONDS = 5
+# Sent data unacknowledged this long fails the connection (libpq's tcp_user_timeout).
+TCP_USER_TIMEOUT_MS = 10_000
 STATEMENT_TIMEOUT_SECONDS = 5  # PostgreSQL's statement_timeout, SQLite's busy timeout
 PRUNE_BATCH = 1000
+# The health probe's row: more pages than a commit of a few events writes (SQLite: 11
+# WAL frames, an event 4), so that a disk too full for events fails the probe first.
+# Random hex, which PostgreSQL cannot compress away.
+_PROBE_PAYLOAD = os.urandom(16384).hex()
 # SQLite needs INTEGER (not BIGINT) for an autoincrementing rowid.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -92,6 +102,13 @@ store_meta = Table(
     Column("key", String(40), primary_key=True),
     Column("value", String(200), nullable=False),
 )
+# The health probe writes a row here, and deletes it in the same transaction.
+probes = Table(
+    "intake_probe",
+    metadata,
+    Column("key", String(60), primary_key=True),
+    Column("payload", Text, nullable=False),
+)
 
 
 class utc_now(FunctionElement[datetime]):  # noqa: N801 (an SQL function)
@@ -116,12 +133,13 @@ def _utc_now_sqlite(_element: utc_now, _compiler: SQLCompiler, **_kw: Any) -> st
 
 
 def store_url(url: str) -> URL:
-    """The URL with its driver: ``postgresql://`` means psycopg (3), the driver the
-    intake extra installs, where SQLAlchemy would look for psycopg2."""
+    """The URL with its driver: ``postgresql://`` (or libpq's ``postgres://``) means
+    psycopg (3), the driver the intake extra installs, where SQLAlchemy would look for
+    psycopg2."""
     parsed = make_url(url)
-    return (
-        parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed
-    )
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 _PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&']+)", re.IGNORECASE)
@@ -182,18 +200,47 @@ def problem_of(exc: BaseException, url: str) -> str:
     return redact(f"{type(cause).__name__}: {first}" if first else type(cause).__name__, url)
 
 
-def _engine(url: str, **kwargs: Any) -> Engine:
+def _engine(url: str, application_name: str, **kwargs: Any) -> Engine:
     parsed = store_url(url)
-    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    if parsed.get_backend_name() == "postgresql":
+        # libpq's own bounds, so that a server gone silent (a network cut, a host down)
+        # fails the connection in seconds instead of a wait for ever; the URL may set
+        # each otherwise.
+        bounds = {
+            "application_name": application_name,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        }
+        kwargs["connect_args"] = {k: v for k, v in bounds.items() if k not in parsed.query}
+    elif parsed.get_backend_name() == "sqlite":
+        _create_private(parsed.database)
     return create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def _create_private(database: str | None) -> None:
+    """A new SQLite store's file, created readable by its owner only (SQLite gives its
+    -wal and -shm files the same mode): it holds the calls announced."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(OSError):  # exists, or cannot be: SQLite says which
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def open_store(url: str) -> Engine:
     """An engine for the store at ``url``, for the receiver: its tables and indexes
     created if missing, every wait bounded (connect, statements, locks), and at most
     two connections (the writer's, and one for /metrics)."""
-    engine = _engine(url, pool_size=2, max_overflow=0, pool_timeout=STATEMENT_TIMEOUT_SECONDS)
+    engine = _engine(
+        url,
+        "tap-cdr-intake",
+        pool_size=2,
+        max_overflow=0,
+        pool_timeout=STATEMENT_TIMEOUT_SECONDS,
+    )
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -229,22 +276,61 @@ def _create_schema(engine: Engine) -> None:
 
 
 def _create(engine: Engine) -> None:
+    # New tables get their indexes here, built on no rows.
     metadata.create_all(engine)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # An index on a large table takes longer than a statement may.
-            conn.execute(text("SET LOCAL statement_timeout = 0"))
-        # Stores made by an earlier version gain the indexes here.
-        for table in (announced_calls, rejected_events):
-            for index in table.indexes:
+    # Stores made by an earlier version gain the indexes here.
+    if engine.dialect.name == "postgresql":
+        _create_indexes_concurrently(engine)
+    else:
+        with engine.begin() as conn:
+            for index in _INDEXES:
                 index.create(conn, checkfirst=True)
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        for key, value in (("store_id", str(uuid4())), ("probe", "")):
-            conn.execute(
-                dialect.insert(store_meta)
-                .values(key=key, value=value)
-                .on_conflict_do_nothing(index_elements=["key"])
-            )
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    with engine.begin() as conn:
+        conn.execute(
+            dialect.insert(store_meta)
+            .values(key="store_id", value=str(uuid4()))
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+
+
+_INDEXES = [index for table in (announced_calls, rejected_events) for index in table.indexes]
+_INDEX_BUILDS_LOCK = 0x7461_7063_6472  # an advisory lock: one receiver builds at a time
+
+
+def _create_indexes_concurrently(engine: Engine) -> None:
+    """The missing indexes, built without blocking writes (a plain CREATE INDEX on a
+    large table would hold the receivers' commits for as long as it takes). A build
+    that failed (a restart, a timeout) leaves an invalid index, which PostgreSQL
+    maintains but never uses: it is dropped and built again."""
+    with engine.connect() as conn:
+        # CONCURRENTLY cannot run in a transaction; a build takes longer than a
+        # statement may.
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("SET statement_timeout = 0"))
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _INDEX_BUILDS_LOCK})
+        try:
+            for index in _INDEXES:
+                valid = conn.execute(
+                    text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+                    {"name": index.name},
+                ).scalar_one_or_none()
+                if valid is False:
+                    log.warning(
+                        "the index %s was left invalid by a build that failed: building it again",
+                        index.name,
+                    )
+                    conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index.name}"))
+                columns = ", ".join(column.name for column in index.columns)
+                conn.execute(
+                    text(
+                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index.name} "
+                        f"ON {index.table.name} ({columns})"  # type: ignore[union-attr]
+                    )
+                )
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _INDEX_BUILDS_LOCK})
+            conn.execute(text(f"SET statement_timeout = '{STATEMENT_TIMEOUT_SECONDS}s'"))
 
 
 class StoreError(Exception):
@@ -263,7 +349,7 @@ def open_reader(url: str) -> tuple[Engine, str]:
                 "--store set to the same URL first"
             )
     try:
-        engine = _engine(url)
+        engine = _engine(url, "tap-cdr")
         with engine.connect() as conn:
             store_id = conn.execute(
                 select(store_meta.c.value).where(store_meta.c.key == "store_id")
@@ -324,14 +410,17 @@ def record_rejection(conn: Connection, reason: str, size: int, keys: Sequence[st
 
 def probe(conn: Connection) -> None:
     """A write that commits, as an event's would: the lock on the calls' table (held by
-    whoever locks the store) and a row written, so that a store that cannot take a
-    commit now fails it."""
+    whoever locks the store) and a new row inserted, then deleted, so that a store that
+    cannot take a commit now (locked, read-only, its disk full) fails it. (An UPDATE
+    of an existing row needs no new space: SQLite does it in place on a full disk.)"""
     conn.execute(
         update(announced_calls)
         .where(announced_calls.c.id == 0)  # no such row: ids start at 1
         .values(deliveries=announced_calls.c.deliveries)
     )
-    conn.execute(update(store_meta).where(store_meta.c.key == "probe").values(value=utc_now()))
+    key = str(uuid4())  # each receiver its own row
+    conn.execute(probes.insert().values(key=key, payload=_PROBE_PAYLOAD))
+    conn.execute(delete(probes).where(probes.c.key == key))
 
 
 def row_counts(conn: Connection) -> dict[str, int]:
