@@ -5,11 +5,15 @@ cluster of the test's own (never the shared one other tests use)."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
+import json
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -25,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tap_cdr.intake.store import store_url
 from tests.intake_support import (
+    SECRET_KEY,
     Receiver,
     event,
     execute,
@@ -275,3 +280,215 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path):
     finally:
         intake.stop()
     assert modes == {"intake.db": "0o600", "intake.db-wal": "0o600", "intake.db-shm": "0o600"}
+
+
+def metric(intake: Receiver, sample: str) -> float:
+    text = get(intake.url + "/metrics")[1]
+    found = [line.split()[-1] for line in text.splitlines() if line.startswith(sample + " ")]
+    return float(found[0]) if found else 0.0
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """What the receiver sends until it closes (b"" if it reset the connection)."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
+
+
+def test_headers_past_64_kb_get_431_and_the_connection_closed(tmp_path):
+    intake = Receiver(f"sqlite:///{tmp_path / 'intake.db'}", tmp_path / "intake.log").start()
+    try:
+        with socket.create_connection(("127.0.0.1", intake.port), timeout=10) as sock:
+            sock.sendall(b"POST /vcc/call-disposition HTTP/1.1\r\nHost: x\r\n")
+            sent, answer = 0, b""
+            with contextlib.suppress(OSError):  # the receiver closes while we send
+                while sent < 8 << 20:  # 8 MB of headers, if nothing stops them
+                    sock.sendall(f"X-Pad-{sent}: {'y' * 8000}\r\n".encode())
+                    sent += 8000
+            answer = read_all(sock)
+        assert sent < 8 << 20, "the receiver took 8 MB of headers"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:100]
+        assert post(intake.post_url(), event(uuid_n(1))) == 200
+        assert metric(intake, 'tap_cdr_intake_rejected_total{reason="headers_too_large"}') == 1
+    finally:
+        intake.stop()
+    assert "its request headers passed 65536 bytes" in intake.log.read_text()
+
+
+SHORT_DEADLINES = """
+import tap_cdr.intake.app as app
+import tap_cdr.intake.server as server
+
+app.BODY_SECONDS = 1.0
+server.REQUEST_SECONDS = 3.0
+"""
+
+
+def dribble(port: int, head: bytes, seconds: float) -> tuple[bytes, float]:
+    """Send ``head``, then a body a byte every 0.2 s for up to ``seconds``: what came
+    back, and when the receiver closed the connection (inf: it never did)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+        sock.sendall(head)
+        answer = b""
+        while time.monotonic() - started < seconds:
+            try:
+                sock.sendall(b"x")
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return answer, time.monotonic() - started
+            if not chunk:
+                return answer, time.monotonic() - started
+            answer += chunk
+    return answer, float("inf")
+
+
+def test_a_dribbled_body_cannot_keep_its_connection(tmp_path):
+    """A body sent a byte at a time gets its 408 with `Connection: close` and the
+    connection is closed, though the client sends on; so do a 401 and a 413 given before
+    the body was read; a request past its total deadline (3 s here) is dropped."""
+    intake = Receiver(
+        f"sqlite:///{tmp_path / 'intake.db'}", tmp_path / "intake.log", hook=SHORT_DEADLINES
+    ).start()
+    try:
+        head = (
+            "POST /vcc/call-disposition?secret-key={} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+        )
+        for key, length, status in (
+            (intake.secret_key, 1000, b"408"),
+            ("wrong", 1000, b"401"),
+            (intake.secret_key, 10 << 20, b"413"),
+        ):
+            answer, closed = dribble(intake.port, head.format(key, length).encode(), 15)
+            assert answer.startswith(b"HTTP/1.1 " + status), answer
+            assert b"\r\nconnection: close\r\n" in answer.lower()
+            assert closed < 5, f"{status!r}: the connection stayed open"
+        assert post(intake.post_url(), event(uuid_n(1))) == 200
+    finally:
+        intake.stop()
+
+
+def test_too_few_open_files_clamp_the_connections_with_one_warning(tmp_path):
+    """Under `ulimit -n 256` (hard 256) --max-connections 1000 is clamped with one
+    warning and the receiver serves; with a hard limit of 4096 the soft limit is raised
+    to it instead, without a warning."""
+    store = f"sqlite:///{tmp_path / 'intake.db'}"
+    limit = "import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, ({}, {}))\n"
+    low = Receiver(store, tmp_path / "low.log", hook=limit.format(256, 256)).start()
+    try:
+        assert post(low.post_url(), event(uuid_n(1))) == 200
+    finally:
+        low.stop()
+    warnings = [line for line in low.log.read_text().splitlines() if " WARNING " in line]
+    assert len(warnings) == 1
+    assert warnings[0].endswith(
+        "--max-connections 1000 needs 1064 open files, and the limit is 256 (hard limit "
+        "256): serving at most 192 connections; raise the limit (systemd LimitNOFILE=, "
+        "ulimit -n)"
+    )
+    assert "at most 192 connections" in low.log.read_text()
+    raised = Receiver(store, tmp_path / "raised.log", hook=limit.format(256, 4096)).start()
+    try:
+        assert post(raised.post_url(), event(uuid_n(2))) == 200
+        assert metric(raised, "process_max_fds") == 4096
+    finally:
+        raised.stop()
+    assert " WARNING " not in raised.log.read_text()
+
+
+SQL_LOGGED = """
+import logging
+logging.getLogger("sqlalchemy.engine.Engine").setLevel(logging.INFO)
+"""
+
+
+def test_the_stop_line_counts_each_request_once_and_reads_no_rows(tmp_path):
+    intake = Receiver(
+        f"sqlite:///{tmp_path / 'intake.db'}", tmp_path / "intake.log", hook=SQL_LOGGED
+    ).start()
+    assert post(intake.post_url(), event(uuid_n(1))) == 200
+    assert post(intake.post_url(), event(uuid_n(1))) == 200
+    assert post(intake.post_url(), event(uuid_n(2))) == 200
+    intake.stop()
+    log = intake.log.read_text()
+    assert (
+        "tap-cdr-intake stopped: webhook requests answered 3, new calls stored 2, deliveries "
+        "of calls already stored 1"
+    ) in log
+    assert "count(*)" not in log  # the store's rows are not counted at the stop
+
+
+def test_a_hung_postgresql_gives_503s_in_bounded_time(tmp_path, pg_cluster):
+    """The server stops answering (SIGSTOP: the connections stay up, nothing comes
+    back): posts get 503 within the 10 s wait, /healthz 503 within its 2 s; once it
+    answers again (SIGCONT), so does the receiver."""
+    intake = Receiver(pg_cluster.url, tmp_path / "intake.log").start()
+    try:
+        assert post(intake.post_url(), event(uuid_n(1))) == 200
+        for pid in pg_cluster.processes():
+            os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        assert post(intake.post_url(), event(uuid_n(2))) == 503
+        assert time.monotonic() - started < 12
+        started = time.monotonic()
+        status, body = get(intake.url + "/healthz")
+        assert (status, time.monotonic() - started < 4) == (503, True), body
+        for pid in pg_cluster.processes():
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while get(intake.url + "/healthz")[0] != 200:
+            assert time.monotonic() < deadline, "/healthz did not recover"
+            time.sleep(0.2)
+        assert post(intake.post_url(), event(uuid_n(3))) == 200
+    finally:
+        intake.stop()
+
+
+def send_raw(port: int, n: int) -> str:
+    """One webhook on a connection of its own: its status, "refused" at connect, or
+    "reset" (the connection closed before an answer)."""
+    body = json.dumps(event(uuid_n(n))).encode()
+    request = (
+        f"POST /vcc/call-disposition?secret-key={SECRET_KEY} HTTP/1.1\r\nHost: x\r\n"
+        f"Connection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    except ConnectionRefusedError:
+        return "refused"
+    with sock:
+        try:
+            sock.sendall(request)
+            answer = read_all(sock)
+        except OSError:
+            return "reset"
+    return answer[9:12].decode() if answer.startswith(b"HTTP/1.1 ") else "reset"
+
+
+def test_sigterm_in_a_burst_answers_every_request_it_took(tmp_path):
+    """SIGTERM while 8 clients post 3,000 webhooks: each is answered with a status or
+    refused at connect; none is reset, and every 200 is stored."""
+    store = f"sqlite:///{tmp_path / 'intake.db'}"
+    intake = Receiver(store, tmp_path / "intake.log").start()
+    outcomes: list[tuple[int, str]] = []
+    with ThreadPoolExecutor(8) as pool:
+        results = pool.map(lambda n: (n, send_raw(intake.port, n)), range(3000))
+        while len(rows(store, "select id from announced_calls limit 300")) < 300:
+            time.sleep(0.05)
+        assert intake.process is not None
+        intake.process.send_signal(signal.SIGTERM)
+        outcomes = list(results)
+    assert intake.process.wait(60) == -signal.SIGTERM
+    kinds = collections.Counter(outcome for _, outcome in outcomes)
+    assert set(kinds) <= {"200", "503", "refused"}, kinds
+    assert kinds["refused"] > 0, "the SIGTERM came after the burst"
+    stored = {uuid for (uuid,) in rows(store, "select uuid from announced_calls")}
+    assert {uuid_n(n) for n, outcome in outcomes if outcome == "200"} <= stored

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
 def _serve(store: str, args: argparse.Namespace) -> None:
     from tap_cdr.intake.app import create_app  # noqa: PLC0415 (the intake extra)
     from tap_cdr.intake.crypto import CIPHERS  # noqa: PLC0415
-    from tap_cdr.intake.server import serve  # noqa: PLC0415
+    from tap_cdr.intake.server import connection_limit, serve  # noqa: PLC0415
     from tap_cdr.intake.store import shown  # noqa: PLC0415 (SQLAlchemy, at need)
 
     secret_key = os.environ.get("TAP_CDR_INTAKE_SECRET_KEY", "")
@@ -137,6 +137,7 @@ def _serve(store: str, args: argparse.Namespace) -> None:
             len(secret_key),
             MIN_KEY_LENGTH,
         )
+    max_connections = connection_limit(args.max_connections)
     app = create_app(store, secret_key, cipher, args.max_body_bytes)
     log.info(
         "tap-cdr-intake listening on http://%s:%d; store %s; cipher %s; body limit %d bytes; "
@@ -146,9 +147,9 @@ def _serve(store: str, args: argparse.Namespace) -> None:
         shown(store),
         cipher or "off",
         args.max_body_bytes,
-        args.max_connections,
+        max_connections,
     )
-    serve(app, args.host, args.port, args.max_connections)
+    serve(app, args.host, args.port, max_connections)
 
 
 def _prune(store: str, older_than: str) -> None:

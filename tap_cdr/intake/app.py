@@ -69,7 +69,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     intake = Intake(store_url, secret_key, cipher, max_body_bytes)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/vcc/call-disposition", intake.call_disposition, methods=["POST"]),
             Route("/healthz", intake.healthz, methods=["GET"]),
@@ -77,6 +77,8 @@ def create_app(
         ],
         lifespan=intake.lifespan,
     )
+    app.state.metrics = intake.metrics  # for the server's own refusals (server.py)
+    return app
 
 
 class Intake:
@@ -101,14 +103,19 @@ class Intake:
         except SQLAlchemyError:
             return {}
 
-    def answer(self, status: int, content: dict[str, object]) -> JSONResponse:
+    def answer(
+        self, status: int, content: dict[str, object], *, close: bool = False
+    ) -> JSONResponse:
         self.metrics.responses.labels(str(status)).inc()
-        return JSONResponse(content, status_code=status)
+        headers = {"Connection": "close"} if close else None
+        return JSONResponse(content, status_code=status, headers=headers)
 
     def refuse(self, status: int, kind: str, reason: str) -> JSONResponse:
+        """An answer given before the body was read: the connection is closed after it,
+        so that the rest of the body cannot keep it (nor be read as a request)."""
         log.warning("rejected: %s", reason)
         self.metrics.rejected.labels(kind).inc()
-        return self.answer(status, {"error": reason})
+        return self.answer(status, {"error": reason}, close=True)
 
     async def call_disposition(self, request: Request) -> Response:
         try:
@@ -212,9 +219,9 @@ class Intake:
         log.info(
             "tap-cdr-intake stopped: webhook requests answered %d, new calls stored %d, "
             "deliveries of calls already stored %d",
-            self.metrics.total("responses"),
-            self.metrics.total("events_stored"),
-            self.metrics.total("duplicates"),
+            self.metrics.total(self.metrics.responses),
+            self.metrics.total(self.metrics.stored),
+            self.metrics.total(self.metrics.duplicates),
         )
 
 
