@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,19 @@ if TYPE_CHECKING:
 PG_URL = os.environ.get("TAP_CDR_PG_URL", "postgresql://tapcdr:tapcdr@127.0.0.1:5432/tapcdr")
 SECRET_KEY = "intake-test-secret-1f9e"  # a test value
 RECEIVER = Path(sys.executable).with_name("tap-cdr-intake")
+# The day a receiver takes as today, for the month of call_start_time (it keeps only
+# months near it): that of the test data, whose calls (the sandbox's too) are of March
+# 2024.
+DATA_DAY = date(2024, 3, 10)
+RECEIVED_ON = """
+import datetime
+import tap_cdr.intake.app as app
+
+parse_event = app.parse_event
+app.parse_event = lambda *args, **kwargs: parse_event(
+    *args, received=datetime.date.fromisoformat({day!r}), **kwargs
+)
+"""
 
 
 def free_port() -> int:
@@ -47,6 +61,7 @@ class Receiver:
     max_body_bytes: int | None = None
     # Python run at the receiver's start (a sitecustomize): a faked clock, a fault.
     hook: str | None = None
+    received_on: date | None = DATA_DAY  # None: the real clock
     extra_args: list[str] = field(default_factory=list)
     store_in_environment: bool = False
     port: int = field(default_factory=free_port)
@@ -70,10 +85,13 @@ class Receiver:
             env.pop(name, None)
         if self.cipher:
             env["TAP_CDR_INTAKE_CIPHER"] = self.cipher
-        if self.hook is not None:
+        hook = self.hook or ""
+        if self.received_on:
+            hook = RECEIVED_ON.format(day=str(self.received_on)) + hook
+        if hook:
             hooks = self.log.parent / f"hook-{self.port}"
             hooks.mkdir(exist_ok=True)
-            (hooks / "sitecustomize.py").write_text(self.hook)
+            (hooks / "sitecustomize.py").write_text(hook)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))
         args = [str(RECEIVER), "--port", str(self.port), *self.extra_args]
         if self.store_in_environment:

@@ -16,6 +16,9 @@ import os
 import re
 import sys
 from datetime import timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import NoReturn
 
 from tap_cdr.intake.store import DEFAULT_STORE
 
@@ -23,16 +26,21 @@ __all__ = ["main"]
 
 MIN_KEY_LENGTH = 16
 DEFAULT_MAX_CONNECTIONS = 1000
-ENVIRONMENT = f"""environment:
-  TAP_CDR_INTAKE_SECRET_KEY  required: the secret key VCC Live sends in the URL (?secret-key=),
-                             and the key of the cipher; at least {MIN_KEY_LENGTH} characters,
-                             e.g. from `openssl rand -base64 32`
-  TAP_CDR_INTAKE_CIPHER      the cipher of encrypted bodies, e.g. aes-256-ctr (default: none,
-                             bodies are JSON)
+STORE_VARIABLE = f"""\
   TAP_CDR_INTAKE_STORE       the store's URL, where --store is not given (default
                              {DEFAULT_STORE}); the place for a URL with a password
 """
-DURATION = re.compile(r"^([0-9]+)([dh])$")
+ENVIRONMENT = f"""environment:
+  TAP_CDR_INTAKE_SECRET_KEY  required to serve (prune needs none): the secret key VCC Live
+                             sends in the URL (?secret-key=), and the key of the cipher; at
+                             least {MIN_KEY_LENGTH} characters, e.g. from `openssl rand -base64 32`
+  TAP_CDR_INTAKE_CIPHER      the cipher of encrypted bodies, e.g. aes-256-ctr (default: none,
+                             bodies are JSON)
+{STORE_VARIABLE}"""
+# At most 7 digits: int() of thousands of digits is slow, and a cutoff before the year 1
+# cannot be computed.
+DURATION = re.compile(r"^([0-9]{1,7})([dh])$")
+MAX_AGE = timedelta(days=36500)
 log = logging.getLogger("tap_cdr.intake")
 
 
@@ -47,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "SQLAlchemy URL of the store: sqlite:////path.db, or postgresql://user@host/db for "
         f"several receivers (default: TAP_CDR_INTAKE_STORE, else {DEFAULT_STORE})"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('tap-cdr')}")
     parser.add_argument("--store", help=store_help)
     parser.add_argument("--host", default="127.0.0.1", help="default %(default)s")
     parser.add_argument("--port", type=int, default=8787, help="default %(default)s")
@@ -74,14 +83,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="delete old rows from the store, in short transactions",
         description="Delete the rows received before --older-than (by the database's clock), "
         "1,000 at a time, so that receivers keep committing. Safe while they run.",
-        epilog=ENVIRONMENT,
+        epilog=f"environment:\n{STORE_VARIABLE}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    prune.add_argument("--store", help=store_help)
+    # SUPPRESS: given before `prune`, the option keeps its value (else the subcommand's
+    # default would overwrite it).
+    prune.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
     prune.add_argument(
-        "--older-than", required=True, help="an age in days or hours: 90d, 36h (at least 1d)"
+        "--older-than",
+        required=True,
+        help=f"an age in days or hours: 90d, 36h (from 1d to {MAX_AGE.days}d)",
     )
-    prune.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    prune.add_argument(
+        "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning"]
+    )
     return parser.parse_args(argv)
 
 
@@ -116,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
             f"tap-cdr-intake: the store {shown(store)} cannot be opened "
             f"({problem_of(exc, store)}): check --store or TAP_CDR_INTAKE_STORE"
         )
+
+
+def _usage(message: str) -> NoReturn:
+    sys.stderr.write(message + "\n")
+    sys.exit(2)  # a wrong command line, as argparse exits
 
 
 def _serve(store: str, args: argparse.Namespace) -> None:
@@ -153,17 +173,29 @@ def _serve(store: str, args: argparse.Namespace) -> None:
 
 
 def _prune(store: str, older_than: str) -> None:
-    from tap_cdr.intake.store import open_store, prune, shown  # noqa: PLC0415
+    from tap_cdr.intake.store import open_store, prune, shown, store_url  # noqa: PLC0415
 
-    found = DURATION.match(older_than.strip())
+    found = DURATION.match(older_than.strip().lower())
     age = None
     if found:
         age = timedelta(**{"days" if found[2] == "d" else "hours": int(found[1])})
-    if age is None or age < timedelta(days=1):
-        sys.exit(
+    if age is None or age > MAX_AGE:
+        _usage(
+            f"tap-cdr-intake prune: --older-than {older_than!r} is not an age from 1d to "
+            f"{MAX_AGE.days}d: give days or hours, such as 90d or 36h"
+        )
+    if age < timedelta(days=1):
+        _usage(
             f"tap-cdr-intake prune: --older-than {older_than!r} must be an age of at least a "
             "day, in days or hours (90d, 36h): a younger row may not have been read by the "
             "tap yet"
+        )
+    parsed = store_url(store)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        # Opening it would create an empty store, and prune nothing: the wrong store.
+        sys.exit(
+            f"tap-cdr-intake prune: the store {shown(store)} does not exist: set --store or "
+            "TAP_CDR_INTAKE_STORE to the receiver's store"
         )
     engine = open_store(store)
     try:

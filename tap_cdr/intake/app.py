@@ -28,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -193,17 +194,25 @@ class Intake:
     def why(self, exc: BaseException) -> str:
         return str(exc) if isinstance(exc, StoreUnavailable) else problem_of(exc, self.store_url)
 
-    async def healthz(self, _request: Request) -> JSONResponse:
+    async def problem(self) -> str | None:
+        """Why the store cannot take a commit now; None when it can."""
         try:
             await self.committer.probe(PROBE_SECONDS)
         except Exception as exc:  # noqa: BLE001 (any failure of the probe is the answer)
-            return JSONResponse({"status": "unavailable", "reason": self.why(exc)}, status_code=503)
+            return self.why(exc)
+        return None
+
+    async def healthz(self, _request: Request) -> JSONResponse:
+        problem = await self.problem()
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    def metrics_text(self, _request: Request) -> Response:
-        # A plain function: Starlette runs it on its thread pool, so the count of the
-        # store's rows never blocks the event loop.
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_text(self, _request: Request) -> Response:
+        self.metrics.healthy.set(await self.problem() is None)
+        # On the thread pool: the count of the store's rows must not block the event loop.
+        text = await run_in_threadpool(generate_latest, self.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:

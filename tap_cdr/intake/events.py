@@ -3,9 +3,11 @@
 Only the uuid decides whether an event is kept. ``call_start_time`` (the month the
 lookup tries first) and ``projectid`` help, but an unusable value of either is stored
 as null, with a warning naming the field (never the value): the call is still looked
-up. Any body is read in bounded time within the body limit: huge numbers stay text,
-nesting deeper than the JSON parser goes is refused, and nothing a body holds can
-raise anything but `Rejected`.
+up. A month more than ``MONTHS_BEFORE`` before or ``MONTHS_AFTER`` after the month of
+receipt (by the receiver's clock) is unusable too: the CDR cannot be filed there. Any
+body is read in bounded time within the body limit: huge numbers stay text, nesting
+deeper than the JSON parser goes is refused, and nothing a body holds can raise
+anything but `Rejected`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,6 +27,11 @@ INTEGER = re.compile(r"^-?[0-9]{1,19}$")
 BIGINT = range(-(2**63), 2**63)  # the store's BIGINT
 # VCC Live's way of saying "no date"; not worth a warning.
 NO_DATE = "0000-00-00"
+# A webhook arrives within minutes of the call, or after VCC Live's retries; a year
+# and a month back leaves room for any backlog, a month ahead for any clock or zone.
+MONTHS_BEFORE, MONTHS_AFTER = 13, 1
+# What a rejected row keeps of a body's top-level keys: a hostile body may have many.
+MAX_KEYS, MAX_KEY_LENGTH = 50, 64
 
 
 class Rejected(Exception):  # noqa: N818 (an outcome, not an error of the receiver)
@@ -46,28 +53,33 @@ class Event:
     nulled: tuple[str, ...] = ()  # fields present but unusable, stored as null
 
 
-def parse_event(body: bytes, cipher: str | None, secret_key: str, iv: str | None) -> Event:
-    """The event in a body; `Rejected` says why there is none."""
+def parse_event(
+    body: bytes, cipher: str | None, secret_key: str, iv: str | None, received: date | None = None
+) -> Event:
+    """The event in a body received on ``received`` (default: today, UTC); `Rejected`
+    says why there is none."""
     try:
-        return _parse(body, cipher, secret_key, iv)
+        return _parse(body, cipher, secret_key, iv, received or datetime.now(timezone.utc).date())
     except Rejected:
         raise
     except Exception as exc:  # noqa: BLE001 (no body may fail the receiver: it is refused)
         raise Rejected("unreadable", f"the body could not be read ({type(exc).__name__})") from None
 
 
-def _parse(body: bytes, cipher: str | None, secret_key: str, iv: str | None) -> Event:
+def _parse(
+    body: bytes, cipher: str | None, secret_key: str, iv: str | None, received: date
+) -> Event:
     event = _decrypted_event(body, cipher, secret_key, iv) if cipher else _event(body)
     if not isinstance(event, dict):
         raise Rejected("not_object", f"not a JSON object but {type(event).__name__}")
-    keys = sorted(str(key)[:40] for key in event)
+    keys = sorted(str(key)[:MAX_KEY_LENGTH] for key in event)[:MAX_KEYS]
     uuid = event.get("uuid")
     if not isinstance(uuid, str) or not UUID.match(uuid.strip()):
         if uuid is None:
             raise Rejected("no_uuid", "no uuid", keys)
         raise Rejected("bad_uuid", "no valid uuid", keys)
     start, project = event.get("call_start_time"), event.get("projectid")
-    month, projectid = _month(start), _projectid(project)
+    month, projectid = _month(start, received), _projectid(project)
     nulled = []
     if (
         month is None
@@ -80,13 +92,16 @@ def _parse(body: bytes, cipher: str | None, secret_key: str, iv: str | None) -> 
     return Event(uuid.strip().lower(), month, projectid, tuple(nulled))
 
 
-def _month(value: Any) -> str | None:
+def _month(value: Any, received: date) -> str | None:
     found = DAY.match(value.strip()) if isinstance(value, str) else None
     if found is None:
         return None
     try:  # a real date, in the calendar
         day = date(int(found[1]), int(found[2]), int(found[3]))
     except ValueError:
+        return None
+    months_after = (day.year - received.year) * 12 + day.month - received.month
+    if not -MONTHS_BEFORE <= months_after <= MONTHS_AFTER:
         return None
     return f"{day:%Y/%m}"
 

@@ -32,6 +32,15 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
 PREFIX = "tap_cdr_intake"
+# Every label's values, each series shown from the start at 0: `increase()` and `rate()`
+# see no first event in a series that appears with it.
+STATUSES = ("200", "400", "401", "408", "413", "415", "503")
+REJECTED = (
+    "unauthorized", "content_type", "too_large", "timeout", "disconnected", "decrypt",
+    "not_json", "too_deep", "not_object", "no_uuid", "bad_uuid", "unreadable",
+)  # fmt: skip
+NULLED = ("projectid", "call_start_time")
+UNAVAILABLE = ("store_error", "timeout", "writer_stopped", "error")
 # A `_created` series beside each counter says nothing an operator alerts on.
 disable_created_metrics()
 
@@ -85,6 +94,19 @@ class Metrics:
             f"{PREFIX}_batch_events",
             "Events committed in one transaction.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
+        for counter, values in (
+            (self.responses, STATUSES),
+            (self.rejected, REJECTED),
+            (self.nulled, NULLED),
+            (self.unavailable, UNAVAILABLE),
+        ):
+            for value in values:
+                counter.labels(value)
+        self.healthy = Gauge(
+            f"{PREFIX}_healthy",
+            "1 when the store took a commit at this scrape (the probe of /healthz), else 0.",
             registry=registry,
         )
         self.last_commit = time.monotonic()  # the start, until the first commit

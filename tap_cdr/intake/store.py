@@ -142,8 +142,9 @@ def store_url(url: str) -> URL:
     return parsed
 
 
-_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&']+)", re.IGNORECASE)
-_USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]*)@")
+_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&'\"]+)", re.IGNORECASE)
+# Up to the last `@`: a password may hold an unencoded `@`, `/` or `:`.
+_USERINFO = re.compile(r"(?<=://)\S*@")
 
 
 def shown(url: str) -> str:
@@ -152,7 +153,10 @@ def shown(url: str) -> str:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        return "(not a database URL)"
+        return _hidden(url)
+    if "@" in (parsed.host or ""):
+        # An unencoded `@` in the password: SQLAlchemy took the rest of it for the host.
+        return _hidden(url)
     hidden = {
         key: "***" if "password" in f"{key} {values}".lower() else values
         for key, values in parsed.query.items()
@@ -161,36 +165,48 @@ def shown(url: str) -> str:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         # Where the file really is, whatever the working directory of the service.
         parsed = parsed.set(database=str(Path(str(parsed.database)).resolve()))
-    return redact(parsed.render_as_string(hide_password=True), url)
+    return parsed.render_as_string(hide_password=True)
 
 
 def redact(message: str, url: str) -> str:
     """``message`` (an error from the driver, a URL) without the passwords in ``url``,
     however they were encoded."""
-    secrets = set()
-    for reading in (url, unquote(url), unquote_plus(url)):
-        secrets |= {match[2] for match in _USERINFO_PASSWORD.finditer(reading)}
-        secrets |= {match[2].strip("'") for match in _PASSWORD_KEYWORD.finditer(reading)}
-    try:
-        parsed = make_url(url)
-        secrets.add(parsed.password or "")
-        secrets |= {
-            str(value)
-            for key, values in parsed.query.items()
-            if "password" in key.lower()
-            for value in (values if isinstance(values, tuple) else (values,))
-        }
-    except (ArgumentError, ValueError):
-        pass
     forms = {
         form
-        for secret in secrets - {""}
+        for secret in _passwords(url) - {""}
         for form in (secret, quote(secret, safe=""), quote(secret), quote_plus(secret))
     }
     for form in sorted(forms, key=len, reverse=True):
-        message = message.replace(form, "***")
-    message = _USERINFO_PASSWORD.sub(r"\1***@", message)
-    return _PASSWORD_KEYWORD.sub(r"\1***", message)
+        # A whole word only: a short password must not take the letters of other words.
+        head = r"(?<!\w)" if re.match(r"\w", form) else ""
+        tail = r"(?!\w)" if re.match(r"\w", form[-1]) else ""
+        message = re.sub(head + re.escape(form) + tail, "***", message)
+    return _hidden(message)
+
+
+def _hidden(text: str) -> str:
+    return _PASSWORD_KEYWORD.sub(r"\1***", _USERINFO.sub("***@", text))
+
+
+def _passwords(url: str) -> set[str]:
+    found = set()
+    for reading in (url, unquote(url), unquote_plus(url)):
+        found |= {match[0][:-1].partition(":")[2] for match in _USERINFO.finditer(reading)}
+        found |= {match[2].strip("'") for match in _PASSWORD_KEYWORD.finditer(reading)}
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return found
+    found.add(parsed.password or "")
+    host = parsed.host or ""
+    found.add(host.rpartition("@")[0])  # what followed an unencoded `@` in the password
+    found |= {
+        str(value)
+        for key, values in parsed.query.items()
+        if "password" in key.lower()
+        for value in (values if isinstance(values, tuple) else (values,))
+    }
+    return found
 
 
 def problem_of(exc: BaseException, url: str) -> str:
