@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -24,6 +25,8 @@ from tap_cdr.intake.store import announced_calls, open_store, record_delivery
 from tap_cdr.sandbox import SandboxConfig
 from tap_cdr.sandbox.data import VccDataset
 from tap_cdr.sandbox.webhooks import WebhookConfig
+from tap_cdr.streams import vcc as vcc_module
+from tap_cdr.streams.vcc import CdrByUuidStream
 from tests.conftest import ANCHOR, lookups, run_tap, tap_command, vcc_config
 from tests.intake_support import SECRET_KEY, Receiver, event, execute, post, rows
 
@@ -387,3 +390,46 @@ def test_a_store_that_fails_while_it_is_read_is_one_line_without_its_password(vc
     assert 'relation "announced_calls" does not exist' in message
     assert ":tapcdr@" not in message
     assert "\n" not in message
+
+
+def test_a_backlog_of_announced_calls_is_looked_up_without_remembering_each(
+    vcc, tmp_path, monkeypatch
+):
+    """With list_cdrs false every call of the store is looked up, and the run keeps no
+    memory per call (a million waiting took two sets of 194 MB): what the stream's
+    module holds does not grow from the first chunk's end to the last's."""
+    calls = 3000
+    server = vcc(records=calls)
+    dataset = server.config.vcc
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    engine = open_store(url)
+    received = datetime.now(timezone.utc) - timedelta(minutes=1)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(announced_calls),
+            [{"uuid": u, "month": "{}/{:02d}".format(*dataset.filed_under(i)),
+              "received_at": received, "deliveries": 1} for i, u in enumerate(dataset.uuids)],
+        )  # fmt: skip
+    engine.dispose()
+    held: dict[int, int] = {}
+    commit = CdrByUuidStream.commit
+
+    def measured(stream, **changes):
+        last_id = stream.positions.get("intake", {}).get("last_id")
+        if last_id in (1000, calls) and last_id not in held:
+            snapshot = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, vcc_module.__file__)]
+            )
+            held[last_id] = sum(stat.size for stat in snapshot.statistics("filename"))
+        commit(stream, **changes)
+
+    monkeypatch.setattr(CdrByUuidStream, "commit", measured)
+    tracemalloc.start()
+    try:
+        result = run_tap(intake_config(server, url))
+    finally:
+        tracemalloc.stop()
+    assert len(result.ids_of("uuid")) == calls
+    # Before: 80 kB more for the 2,000 calls of chunks 2-3; now what sqlite3 keeps of
+    # its cursors (SweptUuids), at most some 18 kB whatever the backlog.
+    assert held[calls] - held[1000] < 40_000, f"{held}: bytes held by {vcc_module.__name__}"

@@ -574,7 +574,12 @@ class CdrByUuidStream(BookmarkedStream):
         """The lookups to make: each uuid once, none the sweep emitted, and no new
         announcement of a uuid already pending (it is retried when due). A skipped
         lookup still carries its chunk's position. Counts the announced uuids, and
-        those the sweep found."""
+        those the sweep found.
+
+        The intake store's calls are checked but not remembered (here, nor in
+        ``emitted``): the store holds a uuid once, a run reads an id at most once, and
+        no source comes after it, so with a million waiting the run holds one chunk of
+        them, not two sets of 194 MB."""
         requested: set[str] = set()
         for lookup in lookups:
             uuid = lookup.item.uuid
@@ -586,7 +591,8 @@ class CdrByUuidStream(BookmarkedStream):
             if lookup.source != "pending" and uuid in self.queue.entries:
                 skip = True
             if not skip:
-                requested.add(uuid)
+                if lookup.source != "intake":
+                    requested.add(uuid)
                 yield lookup
                 continue
             if lookup.source == "setting":
@@ -602,7 +608,8 @@ class CdrByUuidStream(BookmarkedStream):
             self.setting.done.add(uuid)
         if page.rows:
             record = self.normalize(page.rows[0])
-            emitted.add(uuid)
+            if lookup.source != "intake":
+                emitted.add(uuid)
             self.queue.entries.pop(uuid, None)
             self.counts["fetched"] += 1
             if not self.vcc.list_cdrs:
