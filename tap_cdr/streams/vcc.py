@@ -352,7 +352,11 @@ class CdrByUuidStream(BookmarkedStream):
             engine, store_id = open_reader(url)
         except StoreError as exc:
             raise CdrApiError(f"cdr_by_uuid.intake_store: {exc}") from None
-        source = IntakeSource(engine, store_id, saved, self.vcc.first_attempt_delay, utc_now())
+        try:
+            source = IntakeSource(engine, store_id, saved, self.vcc.first_attempt_delay, utc_now())
+        except StoreError as exc:
+            engine.dispose()  # its pooled connection would be closed only by the collector
+            raise CdrApiError(f"cdr_by_uuid.intake_store: {exc}") from None
         if source.reread_reason:
             self.logger.warning(
                 "cdr_by_uuid: reading the intake store from its start: %s", source.reread_reason
@@ -373,13 +377,16 @@ class CdrByUuidStream(BookmarkedStream):
             intake.last_id,
             waiting,
         )
-        if intake.gaps_dropped:
+        if intake.dropped_ids:
             self.logger.warning(
-                "cdr_by_uuid: the intake store skipped over more than %d ids within %s; "
-                "the %d oldest are no longer watched for a late commit",
-                len(intake.gaps),
+                "cdr_by_uuid: the intake store skipped over more than %s ids within %s: "
+                "the %s oldest, ids %s to %s, are no longer watched for a late commit "
+                "(state keeps that many; an insert still open is among the latest ids)",
+                f"{len(intake.gaps):,}",
                 intake.gap_horizon,
-                intake.gaps_dropped,
+                f"{intake.gaps_dropped:,}",
+                f"{intake.dropped_ids[0]:,}",
+                f"{intake.dropped_ids[1]:,}",
             )
 
     def commit(self, **changes: Any) -> None:
