@@ -7,7 +7,8 @@ id can appear after a larger one was read: the ids skipped over are kept as gaps
 asked for again until ``GAP_HORIZON`` after they were first seen, far longer than any
 transaction, then forgotten (ids of rolled-back inserts). A call is read no sooner
 than ``first_attempt_delay`` after it was received; the read stops at the first call
-that is younger.
+that is younger. A store pruned from its start is read from its first row; one
+restored from a backup (its highest id below the position) from its start again.
 
 The stream imports this module only when ``intake_store`` is set: SQLAlchemy costs
 the other runs about 0.15 s and 15 MB at start.
@@ -103,8 +104,9 @@ class IntakeSource:
             highest = highest_id(conn)
             first = announced_after(conn, 0, 1, self.delay)
         if highest is not None and highest < self.last_id:
-            # Its ids after the backup are taken again: read from the position they
-            # would all be skipped. Re-reading loses none (the target upserts by uuid).
+            # It takes the ids after the backup's again: read on from the position,
+            # every new call would be skipped until the ids passed it. Re-reading from
+            # the start loses none (the target upserts by uuid).
             self.reread_reason = (
                 f"its highest id, {highest:,}, is below the position in state, "
                 f"{self.last_id:,}: it appears restored from a backup or reset, so the "
