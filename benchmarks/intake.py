@@ -13,12 +13,13 @@ Prints each round, then the medians and the spread, and writes them into
 benchmarks/RESULTS.md (its intake section), with the machine's load.
 
 Backlog (``--backlog N``): a store holding N announced calls that the tap has not read,
-the sandbox serving the same N calls in its CDR log; after a warm-up, times runs of the
-tap from an empty state (the sweep finds every call; the store is read after it) and
-reads their peak RSS, alternating with ``--baseline`` if given.
+the sandbox serving the same N calls; after a warm-up, times runs of the tap from an
+empty state and reads their peak RSS, with ``list_cdrs`` true (the sweep finds every
+call; the store is read after it) and false (each call is looked up), alternating with
+``--baseline`` if given.
 
     python benchmarks/intake.py [--rounds 5] [--seconds 10] [--rate 500] [--baseline PATH]
-    python benchmarks/intake.py --backlog 1000000 [--rounds 1] [--baseline PATH]
+    python benchmarks/intake.py --backlog 1000000 [--rounds 1] [--list-cdrs both] [--baseline PATH]
 """
 
 from __future__ import annotations
@@ -317,7 +318,7 @@ def make_backlog(store: str, calls: int) -> None:
     from tap_cdr.intake.store import announced_calls, open_store  # noqa: PLC0415
     from tap_cdr.sandbox.data import VccDataset  # noqa: PLC0415
 
-    uuids = VccDataset(records=calls, anchor=ANCHOR, step_seconds=VCC_STEP).uuids
+    dataset = VccDataset(records=calls, anchor=ANCHOR, step_seconds=VCC_STEP)
     received = datetime.now(timezone.utc) - timedelta(hours=1)
     engine = open_store(store)
     with engine.begin() as conn:
@@ -325,10 +326,12 @@ def make_backlog(store: str, calls: int) -> None:
             conn.execute(
                 insert(announced_calls),
                 [
-                    {"uuid": uuid, "received_at": received, "deliveries": 1}
-                    for uuid in uuids[at : at + 50_000]
+                    # The month, as the event says it: each lookup then finds its call.
+                    {"uuid": dataset.uuids[i], "month": "{}/{:02d}".format(*dataset.filed_under(i)),
+                     "received_at": received, "deliveries": 1}
+                    for i in range(at, min(at + 50_000, calls))
                 ],
-            )
+            )  # fmt: skip
     engine.dispose()
 
 
@@ -351,33 +354,43 @@ def backlog(args: argparse.Namespace) -> None:
         assert sandbox.stdout is not None
         url = sandbox.stdout.readline().strip()
         first = ANCHOR - timedelta(seconds=VCC_STEP * calls)
-        config = Path(tmp, "config.json")
-        config.write_text(
-            json.dumps(
-                {
-                    "start_date": (first - timedelta(days=1)).isoformat(),
-                    "end_date": (ANCHOR + timedelta(hours=1)).isoformat(),
-                    "cdr_by_uuid": {
-                        "customer": "sandbox",
-                        "api_token": "sandbox-vcc-token",
-                        "base_url": url,
-                        "intake_store": store,
-                        "first_attempt_delay_minutes": 0,
-                    },
-                }
+        # The sweep finds every call (no lookup); without it, each call is looked up.
+        configs = {}
+        for list_cdrs in (True, False):
+            configs[list_cdrs] = Path(tmp, f"config-{list_cdrs}.json")
+            configs[list_cdrs].write_text(
+                json.dumps(
+                    {
+                        "start_date": (first - timedelta(days=1)).isoformat(),
+                        "end_date": (ANCHOR + timedelta(hours=1)).isoformat(),
+                        "cdr_by_uuid": {
+                            "customer": "sandbox",
+                            "api_token": "sandbox-vcc-token",
+                            "base_url": url,
+                            "intake_store": store,
+                            "first_attempt_delay_minutes": 0,
+                            "list_cdrs": list_cdrs,
+                        },
+                    }
+                )
             )
-        )
-        contenders = [(build(), None)] + (
-            [(build(args.baseline), args.baseline)] * bool(args.baseline)
-        )
-        runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in contenders}
-        for _, checkout in contenders:
+        contenders = [
+            (
+                f"{build(checkout) if checkout else build()}, list_cdrs {str(list_cdrs).lower()}",
+                checkout,
+                list_cdrs,
+            )
+            for checkout in [None, *([args.baseline] if args.baseline else [])]
+            for list_cdrs in args.list_cdrs
+        ]
+        runs: dict[str, list[tuple[float, float]]] = {label: [] for label, *_ in contenders}
+        for checkout in {checkout for _, checkout, _ in contenders}:
             check_build(checkout, Path(tmp))
         try:
-            run_tap(config, None, Path(tmp))  # a warm-up: fills the sandbox's cache
+            run_tap(configs[True], None, Path(tmp))  # a warm-up: fills the sandbox's cache
             for number in range(args.rounds):
-                for label, checkout in contenders[:: 1 if number % 2 == 0 else -1]:
-                    seconds, rss, said = run_tap(config, checkout, Path(tmp))
+                for label, checkout, list_cdrs in contenders[:: 1 if number % 2 == 0 else -1]:
+                    seconds, rss, said = run_tap(configs[list_cdrs], checkout, Path(tmp))
                     runs[label].append((seconds, rss))
                     print(f"{label}: {seconds:.1f} s, peak RSS {rss:.0f} MB; {said} "
                           f"(load {load()})", flush=True)  # fmt: skip
@@ -386,17 +399,24 @@ def backlog(args: argparse.Namespace) -> None:
             sandbox.wait()
     when += f" to {load()}"
     rows = [
-        f"| {label} | {calls:,} | {statistics.median(s for s, _ in runs[label]):.1f} "
-        f"({min(s for s, _ in runs[label]):.1f}-{max(s for s, _ in runs[label]):.1f}) "
-        f"| {max(r for _, r in runs[label]):.0f} | {when}; {len(runs[label])} run(s) |"
-        for label, _ in contenders
+        f"| {label} | {calls:,} | {spread([s for s, _ in runs[label]], 1)} "
+        f"| {spread([r for _, r in runs[label]], 0)} | {when}; {len(runs[label])} run(s) |"
+        for label, *_ in contenders
     ]
     print(BACKLOG_HEADER + "\n" + "\n".join(rows))
     record("backlog", BACKLOG_HEADER, rows)
 
 
+def spread(values: list[float], digits: int) -> str:
+    """The median (min-max)."""
+    low, middle, high = (
+        f"{v:.{digits}f}" for v in (min(values), statistics.median(values), max(values))
+    )
+    return f"{middle} ({low}-{high})"
+
+
 BACKLOG_HEADER = (
-    "| build | announced calls waiting | seconds, median (min-max) | peak RSS MB "
+    "| build | announced calls waiting | seconds, median (min-max) | peak RSS MB, median (min-max) "
     "| run (load: 1, 5, 15 min averages) |\n|---|---:|---:|---:|---|"
 )
 
@@ -420,7 +440,7 @@ def run_tap(config: Path, checkout: Path | None, tmp: Path) -> tuple[float, floa
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the tap failed:\n{log.read_text()[-3000:]}")
     said = re.findall(
-        r"cdr_by_uuid: (the intake store announced \d+ calls|fetched .*)", log.read_text()
+        r"cdr_by_uuid: (the intake store announced [\d,]+ calls|emitted .*)", log.read_text()
     )
     return seconds, usage.ru_maxrss / 1024, "; ".join(said)
 
@@ -468,7 +488,14 @@ def main() -> None:
         help="measure a round again when other work took more than this many cores",
     )
     parser.add_argument("--backlog", type=int, help="time the tap on a backlog of this many")
+    parser.add_argument(
+        "--list-cdrs",
+        choices=["true", "false", "both"],
+        default="both",
+        help="with --backlog: the runs to make (false looks each call up: slow)",
+    )
     args = parser.parse_args()
+    args.list_cdrs = {"true": (True,), "false": (False,), "both": (True, False)}[args.list_cdrs]
     if args.backlog:
         backlog(args)
     else:

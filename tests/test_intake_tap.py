@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -24,6 +26,8 @@ from tap_cdr.intake.store import announced_calls, open_store, record_delivery
 from tap_cdr.sandbox import SandboxConfig
 from tap_cdr.sandbox.data import VccDataset
 from tap_cdr.sandbox.webhooks import WebhookConfig
+from tap_cdr.streams import vcc as vcc_module
+from tap_cdr.streams.vcc import CdrByUuidStream
 from tests.conftest import ANCHOR, lookups, run_tap, tap_command, vcc_config
 from tests.intake_support import SECRET_KEY, Receiver, event, execute, post, rows
 
@@ -297,7 +301,9 @@ def test_kill_9_at_a_chunk_boundary_with_late_gaps_then_resume(
     server = start_sandbox(SandboxConfig(vcc=dataset))
     uuids = dataset.uuids
     engine = open_store(any_store)
-    old = datetime.now(timezone.utc) - timedelta(hours=1)
+    # Recent: a late commit's id was taken within the horizon (the ids below a first
+    # row received longer ago are not gaps).
+    old = datetime.now(timezone.utc) - timedelta(minutes=1)
 
     def add_rows(ids: range) -> None:
         with engine.begin() as conn:
@@ -387,3 +393,127 @@ def test_a_store_that_fails_while_it_is_read_is_one_line_without_its_password(vc
     assert 'relation "announced_calls" does not exist' in message
     assert ":tapcdr@" not in message
     assert "\n" not in message
+
+
+def test_a_backlog_of_announced_calls_is_looked_up_without_remembering_each(
+    vcc, tmp_path, monkeypatch
+):
+    """With list_cdrs false every call of the store is looked up, and the run keeps no
+    memory per call (a million waiting took two sets of 194 MB): what the stream's
+    module holds does not grow from the first chunk's end to the last's."""
+    calls = 3000
+    server = vcc(records=calls)
+    dataset = server.config.vcc
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    engine = open_store(url)
+    received = datetime.now(timezone.utc) - timedelta(minutes=1)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(announced_calls),
+            [{"uuid": u, "month": "{}/{:02d}".format(*dataset.filed_under(i)),
+              "received_at": received, "deliveries": 1} for i, u in enumerate(dataset.uuids)],
+        )  # fmt: skip
+    engine.dispose()
+    held: dict[int, int] = {}
+    commit = CdrByUuidStream.commit
+
+    def measured(stream, **changes):
+        last_id = stream.positions.get("intake", {}).get("last_id")
+        if last_id in (1000, calls) and last_id not in held:
+            snapshot = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, vcc_module.__file__)]
+            )
+            held[last_id] = sum(stat.size for stat in snapshot.statistics("filename"))
+        commit(stream, **changes)
+
+    monkeypatch.setattr(CdrByUuidStream, "commit", measured)
+    tracemalloc.start()
+    try:
+        result = run_tap(intake_config(server, url))
+    finally:
+        tracemalloc.stop()
+    assert len(result.ids_of("uuid")) == calls
+    # Before: 80 kB more for the 2,000 calls of chunks 2-3; now what sqlite3 keeps of
+    # its cursors (SweptUuids), at most some 18 kB whatever the backlog.
+    assert held[calls] - held[1000] < 40_000, f"{held}: bytes held by {vcc_module.__name__}"
+
+
+def test_a_pruned_store_is_read_from_its_first_row_not_with_a_gap_per_pruned_id(tmp_path):
+    """`prune` deleted ids 1-100,000: a tap with no position, or an older one, starts
+    at the first row; the pruned ids are no gaps (a million of them took 220 MB)."""
+    engine = open_store(f"sqlite:///{tmp_path / 'intake.db'}")
+    pruned = NOW - timedelta(days=2)
+    for row_id in (100_001, 100_002, 100_004):
+        add(engine, f"00000000-0000-4000-8000-{row_id:012d}", pruned, row_id)
+    old_position = {"store_id": "store", "last_id": 7, "gaps": {"6": NOW.isoformat()}}
+    for saved in (None, old_position):
+        source = IntakeSource(engine, "store", saved, timedelta(0), NOW)
+        found = [item.uuid[-6:] for chunk in source.chunks() for item in chunk.items]
+        assert found == ["100001", "100002", "100004"]
+        position = source.position()
+        assert position["last_id"] == 100_004
+        # Only what could still commit: the one skipped after the first row, and the
+        # gap of the old position (seen within the horizon).
+        assert set(position["gaps"]) == {"100003", *(saved or {"gaps": {}})["gaps"]}
+        assert not source.dropped_ids
+
+
+def test_skipped_ids_beyond_the_cap_are_dropped_with_a_warning_naming_them(vcc, tmp_path, caplog):
+    """A first row just received, 30,000 ids past the position: the 10,000 latest ids
+    skipped (those an open insert can hold) are watched, the others named in a warning;
+    a late commit among the watched is read by the next run."""
+    server = vcc()
+    uuids = server.config.vcc.uuids
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    engine = open_store(url)
+    add(engine, uuids[5], datetime.now(timezone.utc) - timedelta(seconds=5), 30_001)
+    config = intake_config(server, url)
+    with caplog.at_level(logging.WARNING):
+        run_1 = run_tap(config)
+    assert run_1.ids_of("uuid") == [uuids[5]]
+    gaps = intake_state(run_1)["gaps"]
+    assert (len(gaps), min(map(int, gaps)), max(map(int, gaps))) == (10_000, 20_001, 30_000)
+    (warning,) = [r.getMessage() for r in caplog.records if "no longer watched" in r.getMessage()]
+    assert "the 20,000 oldest, ids 1 to 20,000, are no longer watched" in warning
+    add(engine, uuids[6], datetime.now(timezone.utc), 29_999)  # committed late
+    run_2 = run_tap(config, state=run_1.final_state)
+    assert run_2.ids_of("uuid") == [uuids[6]]
+
+
+def test_a_store_restored_from_a_backup_is_read_again_from_its_start(vcc, tmp_path, caplog):
+    """The store's file is restored from a copy made after its first call: its ids go
+    on from there, below the position in state. The tap warns and reads it from its
+    start, so the calls announced since the restore are not skipped."""
+    server = vcc()
+    uuids = server.config.vcc.uuids
+    path = tmp_path / "intake.db"
+    url = f"sqlite:///{path}"
+    engine = open_store(url)
+    received = datetime.now(timezone.utc) - timedelta(minutes=1)
+    add(engine, uuids[3], received)
+    engine.dispose()
+    backup = tmp_path / "backup.db"
+    shutil.copy(path, backup)
+    engine = open_store(url)
+    for i in (4, 5, 6):
+        add(engine, uuids[i], received)
+    engine.dispose()
+    config = intake_config(server, url)
+    run_1 = run_tap(config)
+    assert intake_state(run_1)["last_id"] == 4
+    for name in ("intake.db-wal", "intake.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    shutil.copy(backup, path)
+    engine = open_store(url)
+    add(engine, uuids[7], received)  # announced after the restore: id 2
+    engine.dispose()
+    with caplog.at_level(logging.WARNING):
+        run_2 = run_tap(config, state=run_1.final_state)
+    assert sorted(run_2.ids_of("uuid")) == sorted([uuids[3], uuids[7]])
+    assert intake_state(run_2)["last_id"] == 2
+    (warning,) = [r.getMessage() for r in caplog.records if "restored" in r.getMessage()]
+    assert warning == (
+        "cdr_by_uuid: reading the intake store from its start: its highest id, 2, is below "
+        "the position in state, 4: it appears restored from a backup or reset, so the calls "
+        "read before are looked up again"
+    )

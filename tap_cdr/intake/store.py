@@ -482,6 +482,7 @@ class Announcement:
     month: str | None
     received_at: datetime
     due: bool  # received at least the tap's delay ago, by the database's clock
+    age: timedelta  # since it was received, by the database's clock
 
 
 def announced_after(
@@ -495,6 +496,12 @@ def count_after(conn: Connection, after: int) -> int:
     """How many calls have an id above ``after``."""
     query = select(func.count()).select_from(announced_calls).where(announced_calls.c.id > after)
     return int(conn.execute(query).scalar_one())
+
+
+def highest_id(conn: Connection) -> int | None:
+    """The largest id of the calls (None: the store holds none)."""
+    found = conn.execute(select(func.max(announced_calls.c.id))).scalar_one()
+    return None if found is None else int(found)
 
 
 def announced_among(conn: Connection, ids: Sequence[int], delay: timedelta) -> list[Announcement]:
@@ -519,7 +526,8 @@ def _announcements(
     found = []
     for row_id, uuid, month, received_at, now in conn.execute(query):
         received = _aware(received_at)
-        found.append(Announcement(row_id, uuid, month, received, received <= _aware(now) - delay))
+        age = _aware(now) - received
+        found.append(Announcement(row_id, uuid, month, received, age >= delay, age))
     return found
 
 

@@ -352,7 +352,11 @@ class CdrByUuidStream(BookmarkedStream):
             engine, store_id = open_reader(url)
         except StoreError as exc:
             raise CdrApiError(f"cdr_by_uuid.intake_store: {exc}") from None
-        source = IntakeSource(engine, store_id, saved, self.vcc.first_attempt_delay, utc_now())
+        try:
+            source = IntakeSource(engine, store_id, saved, self.vcc.first_attempt_delay, utc_now())
+        except StoreError as exc:
+            engine.dispose()  # its pooled connection would be closed only by the collector
+            raise CdrApiError(f"cdr_by_uuid.intake_store: {exc}") from None
         if source.reread_reason:
             self.logger.warning(
                 "cdr_by_uuid: reading the intake store from its start: %s", source.reread_reason
@@ -373,13 +377,16 @@ class CdrByUuidStream(BookmarkedStream):
             intake.last_id,
             waiting,
         )
-        if intake.gaps_dropped:
+        if intake.dropped_ids:
             self.logger.warning(
-                "cdr_by_uuid: the intake store skipped over more than %d ids within %s; "
-                "the %d oldest are no longer watched for a late commit",
-                len(intake.gaps),
+                "cdr_by_uuid: the intake store skipped over more than %s ids within %s: "
+                "the %s oldest, ids %s to %s, are no longer watched for a late commit "
+                "(state keeps that many; an insert still open is among the latest ids)",
+                f"{len(intake.gaps):,}",
                 intake.gap_horizon,
-                intake.gaps_dropped,
+                f"{intake.gaps_dropped:,}",
+                f"{intake.dropped_ids[0]:,}",
+                f"{intake.dropped_ids[1]:,}",
             )
 
     def commit(self, **changes: Any) -> None:
@@ -574,7 +581,12 @@ class CdrByUuidStream(BookmarkedStream):
         """The lookups to make: each uuid once, none the sweep emitted, and no new
         announcement of a uuid already pending (it is retried when due). A skipped
         lookup still carries its chunk's position. Counts the announced uuids, and
-        those the sweep found."""
+        those the sweep found.
+
+        The intake store's calls are checked but not remembered (here, nor in
+        ``emitted``): the store holds a uuid once, a run reads an id at most once, and
+        no source comes after it, so with a million waiting the run holds one chunk of
+        them, not two sets of 194 MB."""
         requested: set[str] = set()
         for lookup in lookups:
             uuid = lookup.item.uuid
@@ -586,7 +598,8 @@ class CdrByUuidStream(BookmarkedStream):
             if lookup.source != "pending" and uuid in self.queue.entries:
                 skip = True
             if not skip:
-                requested.add(uuid)
+                if lookup.source != "intake":
+                    requested.add(uuid)
                 yield lookup
                 continue
             if lookup.source == "setting":
@@ -602,7 +615,8 @@ class CdrByUuidStream(BookmarkedStream):
             self.setting.done.add(uuid)
         if page.rows:
             record = self.normalize(page.rows[0])
-            emitted.add(uuid)
+            if lookup.source != "intake":
+                emitted.add(uuid)
             self.queue.entries.pop(uuid, None)
             self.counts["fetched"] += 1
             if not self.vcc.list_cdrs:
