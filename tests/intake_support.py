@@ -129,10 +129,10 @@ def get(url: str) -> tuple[int | None, str]:
         return None, ""
 
 
-def status_of(request: urllib.request.Request) -> int | None:
+def status_of(request: urllib.request.Request, timeout: float = 10) -> int | None:
     """The status of a request, or None when the receiver cannot be reached."""
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -141,13 +141,16 @@ def status_of(request: urllib.request.Request) -> int | None:
 
 
 def post(
-    url: str, body: bytes | dict[str, Any], content_type: str = "application/json"
+    url: str,
+    body: bytes | dict[str, Any],
+    content_type: str = "application/json",
+    timeout: float = 10,
 ) -> int | None:
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     request = urllib.request.Request(
         url, data=data, headers={"Content-Type": content_type}, method="POST"
     )
-    return status_of(request)
+    return status_of(request, timeout)
 
 
 def event(uuid: str, **fields: Any) -> dict[str, Any]:

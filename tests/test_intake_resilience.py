@@ -103,7 +103,8 @@ def pg_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         for pid in cluster.processes():  # a test may have stopped them
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # or it ended since
+                os.kill(pid, signal.SIGCONT)
         cluster.ctl("stop", "-m", "immediate")
         shutil.rmtree(base, ignore_errors=True)
 
@@ -428,14 +429,15 @@ def test_the_stop_line_counts_each_request_once_and_reads_no_rows(tmp_path):
 def test_a_hung_postgresql_gives_503s_in_bounded_time(tmp_path, pg_cluster):
     """The server stops answering (SIGSTOP: the connections stay up, nothing comes
     back): posts get 503 within the 10 s wait, /healthz 503 within its 2 s; once it
-    answers again (SIGCONT), so does the receiver."""
+    answers again (SIGCONT), so does the receiver; and a stop while it hangs ends."""
     intake = Receiver(pg_cluster.url, tmp_path / "intake.log").start()
     try:
         assert post(intake.post_url(), event(uuid_n(1))) == 200
         for pid in pg_cluster.processes():
             os.kill(pid, signal.SIGSTOP)
         started = time.monotonic()
-        assert post(intake.post_url(), event(uuid_n(2))) == 503
+        # The client waits longer than the receiver's bounded wait, whose answer it is.
+        assert post(intake.post_url(), event(uuid_n(2)), timeout=30) == 503
         assert time.monotonic() - started < 12
         started = time.monotonic()
         status, body = get(intake.url + "/healthz")
@@ -447,6 +449,16 @@ def test_a_hung_postgresql_gives_503s_in_bounded_time(tmp_path, pg_cluster):
             assert time.monotonic() < deadline, "/healthz did not recover"
             time.sleep(0.2)
         assert post(intake.post_url(), event(uuid_n(3))) == 200
+
+        # A stop while the store hangs, its writer stuck in a call, is bounded too
+        # (systemd's TimeoutStopSec is 40 s).
+        for pid in pg_cluster.processes():
+            os.kill(pid, signal.SIGSTOP)
+        assert post(intake.post_url(), event(uuid_n(4)), timeout=30) == 503
+        started = time.monotonic()
+        intake.stop()
+        assert time.monotonic() - started < 30
+        assert "the store did not answer" in intake.log.read_text()
     finally:
         intake.stop()
 

@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tap_cdr.intake.commits import GroupCommitter, StoreUnavailable
+from tap_cdr.intake.commits import WRITE_TIMEOUT_SECONDS, GroupCommitter, StoreUnavailable
 from tap_cdr.intake.events import Event, Rejected, parse_event
 from tap_cdr.intake.metrics import Metrics
 from tap_cdr.intake.store import (
@@ -223,8 +223,15 @@ class Intake:
         gc.freeze()
         yield
         # After the server has answered the requests in flight (uvicorn's graceful stop).
-        self.committer.close()
-        self.engine.dispose()
+        if self.committer.close():
+            self.engine.dispose()
+        else:
+            # Closing a connection that is stuck in a call could hang the stop too.
+            log.warning(
+                "the store did not answer within %g s: stopping without waiting for it "
+                "(the writes still waiting were answered 503, VCC Live delivers them again)",
+                WRITE_TIMEOUT_SECONDS + 5,
+            )
         log.info(
             "tap-cdr-intake stopped: webhook requests answered %d, new calls stored %d, "
             "deliveries of calls already stored %d",

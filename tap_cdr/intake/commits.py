@@ -104,12 +104,18 @@ class GroupCommitter:
         except asyncio.TimeoutError:
             raise StoreUnavailable("timeout", f"no commit within {timeout:g} s") from None
 
-    def close(self) -> None:
-        """Commit what is waiting, then stop the writer."""
+    def close(self) -> bool:
+        """Commit what is waiting, then stop the writer; False when the store did not
+        answer in time (the writer, a daemon thread, is left to the process's exit)."""
         self.waiting.put(None)
-        self.thread.join(timeout=60)
+        # Every request has had its answer by now (200 or, past the bounded wait, 503):
+        # a hung store must not hold the stop for longer than that wait.
+        self.thread.join(timeout=WRITE_TIMEOUT_SECONDS + 5)
+        if self.thread.is_alive():
+            return False
         if self.connection is not None:
             self.connection.close()
+        return True
 
     def _run(self) -> None:
         try:
