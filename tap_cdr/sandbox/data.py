@@ -352,6 +352,7 @@ class VccDataset:
 
     def record(self, i: int) -> dict:
         rng, start, call = self._timing(i)
+        projectid = rng.randint(1, 5)  # the next draw, as project_of() knows
         local = datetime.fromtimestamp(start, self._tz)
         utc = datetime.fromtimestamp(start, timezone.utc)
         # The conversation begins when the agent picks up, after the IVR, the queue
@@ -370,7 +371,7 @@ class VccDataset:
         else:
             dc = rng.choice((19, 19, 17, 16, 21))  # no answer, busy, cleared, rejected
         return {
-            "projectid": rng.randint(1, 5),
+            "projectid": projectid,
             "ringtime": call.ring,
             "special": False,
             "dispositionreach": 2 if answered else 1,
