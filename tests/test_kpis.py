@@ -237,6 +237,10 @@ def expected_call_kpis(
             "aht_seconds": mean([c.handle_seconds for c in answered]),
             "avg_talk_seconds": mean([c.talk_seconds for c in answered]),
             "last_ended_at": stamp(max(c.ended_at for c in group)),
+            "kpi_timezone": zone,
+            "service_level_seconds": sl,
+            "short_abandon_seconds": short,
+            "service_level_abandons": abandons,
         }
     return rows
 

@@ -96,5 +96,10 @@ select
     end as asa_seconds,
     cast(mean_answered_handle as {{ type_double() }}) as aht_seconds,
     cast(mean_answered_talk as {{ type_double() }}) as avg_talk_seconds,
-    last_ended_at
+    last_ended_at,
+    -- The vars the row was computed with.
+    '{{ var('kpi_timezone') }}' as kpi_timezone,
+    {{ sl }} as service_level_seconds,
+    {{ short }} as short_abandon_seconds,
+    '{{ abandons }}' as service_level_abandons
 from grouped
