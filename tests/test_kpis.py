@@ -74,7 +74,16 @@ class Call:
         return self.talk_seconds + (self.hold_seconds or 0) + (self.wrap_seconds or 0)
 
 
-def tel4vn_calls(data: V3Dataset) -> list[Call]:
+def loaded(data: V3Dataset | VccDataset, i: int, start: datetime | None, end: datetime) -> bool:
+    """Whether the tap loads call ``i`` of a sync from ``start`` (None: lookups, of any
+    date) to ``end``."""
+    ended = data.ended_epoch(i)
+    return i not in data.hidden and (start is None or start.timestamp() <= ended < end.timestamp())
+
+
+def tel4vn_calls(
+    data: V3Dataset, start: datetime | None = START, end: datetime = END
+) -> list[Call]:
     zone = ZoneInfo(data.zone)
 
     def utc(local: str) -> datetime | None:
@@ -84,7 +93,7 @@ def tel4vn_calls(data: V3Dataset) -> list[Call]:
 
     calls = []
     for i in range(data.records):
-        if i in data.hidden or not START.timestamp() <= data.ended_epoch(i) < END.timestamp():
+        if not loaded(data, i, start, end):
             continue
         raw = data.record(i)
         started, answered, ended = (
@@ -123,13 +132,13 @@ def tel4vn_calls(data: V3Dataset) -> list[Call]:
     return calls
 
 
-def vcc_calls(data: VccDataset) -> list[Call]:
+def vcc_calls(data: VccDataset, start: datetime | None = START, end: datetime = END) -> list[Call]:
     def utc(text: str) -> datetime:
         return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
     calls = []
     for i in range(data.records):
-        if i in data.hidden or not START.timestamp() <= data.ended_epoch(i) < END.timestamp():
+        if not loaded(data, i, start, end):
             continue
         raw = data.record(i)
         answered = raw["talktime"] > 0
