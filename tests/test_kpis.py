@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from typing_extensions import override
 
 from tap_cdr.sandbox import SandboxConfig, V3Dataset, start
 from tap_cdr.sandbox.data import VccDataset
@@ -322,9 +323,11 @@ class DuckDB(Warehouse):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
+    @override
     def rows(self, table: str) -> list[dict[str, Any]]:
         return json.loads(self.run_python(DUCKDB_QUERY, f"select * from analytics.{table}"))
 
+    @override
     def execute(self, sql: str) -> None:
         self.run_python("import duckdb, sys; duckdb.connect(sys.argv[1]).execute(sys.argv[2])", sql)
 
@@ -344,6 +347,7 @@ class Postgres(Warehouse):
 
         return psycopg.connect(PG_URL, autocommit=True)
 
+    @override
     def rows(self, table: str) -> list[dict[str, Any]]:
         with self.connect() as conn, conn.cursor() as cursor:
             cursor.execute(f"select * from {MODEL_SCHEMA}.{table}")
@@ -356,6 +360,7 @@ class Postgres(Warehouse):
                 for row in cursor.fetchall()
             ]
 
+    @override
     def execute(self, sql: str) -> None:
         with self.connect() as conn:
             conn.execute(sql.replace("analytics.", f"{MODEL_SCHEMA}."))
