@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+from bench import build
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -132,7 +133,7 @@ where id in (select id from tap_cdr.cdr_v3 where billsec > 0
 """
 
 
-def build(path: Path, work: Path) -> tuple[float, float, float]:
+def dbt_build(path: Path, work: Path) -> tuple[float, float, float]:
     """`dbt build`: its wall time, and the time dbt spent in the models and the tests."""
     env = {
         **os.environ,
@@ -162,14 +163,14 @@ def build(path: Path, work: Path) -> tuple[float, float, float]:
 def one_round(base: Path, work: Path) -> dict[str, float]:
     path = work / "round.duckdb"
     shutil.copy(base, path)
-    first, first_models, first_tests = build(path, work)
+    first, first_models, first_tests = dbt_build(path, work)
     with duckdb.connect(str(path)) as db:
         db.execute(NEXT_RUN)
         # Mark every row of the models: the second build's rewrites lose the mark.
         db.execute("update analytics.calls set disconnect_cause = '~'")
         db.execute("update analytics.call_kpis_daily set avg_talk_seconds = -1")
         db.execute("update analytics.agent_kpis_daily set aht_seconds = -1")
-    second, second_models, second_tests = build(path, work)
+    second, second_models, second_tests = dbt_build(path, work)
     with duckdb.connect(str(path), read_only=True) as db:
         [(calls, rewritten)] = db.sql(
             "select count(*), count(*) filter (where disconnect_cause is distinct from '~') "
@@ -224,13 +225,6 @@ def main() -> None:
             print(f"round {number}: {json.dumps(result)}", flush=True)
             rounds.append(result)
     last = rounds[-1]
-    git = subprocess.run(
-        ["git", "describe", "--always", "--dirty"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     def timing(name: str) -> str:
@@ -248,7 +242,7 @@ def main() -> None:
         f"| {loaded:,} | {timing('first')} | {timing('second')} "
         f"| {last['rewritten']:,} of {last['calls']:,} | {last['rebuilt']} of {last['days']} "
         f"| {last['agent_rebuilt']} of {last['agent_days']} "
-        f"| {when}, git {git}, median (min-max) of {len(rounds)} rounds |"
+        f"| {when}, {build()}, median (min-max) of {len(rounds)} rounds |"
     )
     block = f"{header}\n|---:|---:|---:|---:|---:|---:|---|\n{row}"
     print(block)

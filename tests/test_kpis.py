@@ -430,19 +430,18 @@ def succeed(env: dict[str, str], *args: str) -> None:
 
 
 @pytest.fixture(scope="module", params=["duckdb", "postgres"])
-def warehouse(request, tmp_path_factory):
+def warehouse(request, tmp_path_factory) -> Warehouse:
     if not MELTANO.exists():
         unavailable("Meltano is not installed (make test installs it in .venv-meltano)")
-    if request.param == "postgres":
-        probe = subprocess.run(["psql", PG_URL, "-c", "select 1"], capture_output=True, timeout=30)
-        if probe.returncode != 0:
-            unavailable("PostgreSQL is not reachable at " + PG_URL.split("@")[-1])
-        chosen: Warehouse = Postgres()
-        for schema in (LOADED_SCHEMA, MODEL_SCHEMA):
-            chosen.execute(f"drop schema if exists {schema} cascade")
-    else:
-        chosen = DuckDB(str(tmp_path_factory.mktemp("kpi") / "cdr.duckdb"))
-    return chosen
+    if request.param == "duckdb":
+        return DuckDB(str(tmp_path_factory.mktemp("kpi") / "cdr.duckdb"))
+    probe = subprocess.run(["psql", PG_URL, "-c", "select 1"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        unavailable("PostgreSQL is not reachable at " + PG_URL.split("@")[-1])
+    postgres = Postgres()
+    for schema in (LOADED_SCHEMA, MODEL_SCHEMA):
+        postgres.execute(f"drop schema if exists {schema} cascade")
+    return postgres
 
 
 def test_kpis_equal_the_definitions_computed_from_the_sandbox(
@@ -522,3 +521,18 @@ def test_kpis_equal_the_definitions_computed_from_the_sandbox(
             expected_agent_kpis(calls, zone),
         )
     print(f"{warehouse.name}: {compared:,} cells equal the definitions")
+
+    # Without the phone numbers: an incremental build drops the columns, keeps the rows.
+    succeed(
+        env,
+        "invoke",
+        warehouse.transformer,
+        "build",
+        "--select",
+        "calls",
+        "--vars",
+        json.dumps({"include_phone_numbers": False}),
+    )
+    rows = warehouse.rows("calls")
+    assert len(rows) == len(calls)
+    assert not {"from_number", "to_number"} & set(rows[0])

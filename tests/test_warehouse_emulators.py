@@ -352,13 +352,19 @@ def kpi_truth(server) -> tuple[dict, dict]:
     return expected_calls(calls), expected_call_kpis(calls, "UTC", 20, 5, "against")
 
 
-def emulator_profile(tmp_path: Path, output: dict[str, object]) -> Path:
-    """A profiles.yml for dbt on an emulator (the shipped ones are for real accounts)."""
+def dbt_on_emulator(
+    env: dict[str, str], loader: str, transformer: str, tmp_path: Path, output: dict[str, object]
+) -> dict[str, str]:
+    """The loader and the dbt transformer installed, and dbt pointed at the emulator by a
+    profiles.yml of the test's own (the shipped ones are for real accounts): the
+    transformer's `profiles_dir` setting, for the environment."""
+    ensure_loader(env, loader)
+    ensure_transformer(env, transformer)
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     profile = {"tap_cdr": {"target": "emulator", "outputs": {"emulator": output}}}
     (profiles / "profiles.yml").write_text(json.dumps(profile))  # JSON is YAML
-    return profiles
+    return {f"{transformer.upper().replace('-', '_')}_PROFILES_DIR": str(profiles)}
 
 
 def text_select(table: str, columns: list[str], stamp: str, day: str) -> str:
@@ -398,9 +404,10 @@ def check_models(query, stamp: str, day: str, server) -> None:
 def test_kpi_models_compile_and_build_on_fakesnow(fakesnow, sandbox_env, tmp_path):
     server, env = sandbox_env
     loader, transformer = "target-snowflake-on-fakesnow", "dbt-snowflake"
-    ensure_loader(env, loader)
-    ensure_transformer(env, transformer)
-    profiles = emulator_profile(
+    dbt_env = dbt_on_emulator(
+        env,
+        loader,
+        transformer,
         tmp_path,
         {
             "type": "snowflake",
@@ -415,7 +422,7 @@ def test_kpi_models_compile_and_build_on_fakesnow(fakesnow, sandbox_env, tmp_pat
             "threads": 1,
         },
     )
-    env = {**snowflake_env(fakesnow, env), "DBT_SNOWFLAKE_PROFILES_DIR": str(profiles)}
+    env = {**snowflake_env(fakesnow, env), **dbt_env}
     snowflake(fakesnow, "drop schema if exists TAPCDR.ANALYTICS cascade")
     # The load, then the models' first (full) build and their tests. An incremental
     # build needs a real account: fakesnow cannot create its temporary tables.
@@ -434,9 +441,10 @@ def test_kpi_models_compile_and_build_on_bqemulator(bqemulator, sandbox_env, tmp
     server, env = sandbox_env
     url, _ = bqemulator
     loader, transformer = "target-bigquery-on-bqemulator", "dbt-bigquery"
-    ensure_loader(env, loader)
-    ensure_transformer(env, transformer)
-    profiles = emulator_profile(
+    dbt_env = dbt_on_emulator(
+        env,
+        loader,
+        transformer,
         tmp_path,
         {
             "type": "bigquery",
@@ -448,7 +456,7 @@ def test_kpi_models_compile_and_build_on_bqemulator(bqemulator, sandbox_env, tmp
             "threads": 1,
         },
     )
-    env = {**bigquery_env(bqemulator, env), "DBT_BIGQUERY_PROFILES_DIR": str(profiles)}
+    env = {**bigquery_env(bqemulator, env), **dbt_env}
     # Appended, not merged (see above): the staging models keep each call's newest load.
     run_pipeline(env, loader)
     run_pipeline(env, loader, f"{transformer}:build")
