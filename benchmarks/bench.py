@@ -39,6 +39,9 @@ class Contender:
     name: str
     argv: list[str]
     env: dict[str, str] | None = None
+    # Outside the checkout: `python -m` puts the working directory first on sys.path,
+    # ahead of PYTHONPATH, and from the checkout the baseline would import this build.
+    cwd: Path | None = None
     seconds: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
 
@@ -46,7 +49,9 @@ class Contender:
         with tempfile.TemporaryFile() as log:
             started = time.perf_counter()
             env = {**os.environ, **self.env} if self.env else None
-            proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
+            proc = subprocess.Popen(
+                self.argv, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=self.cwd
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             elapsed = time.perf_counter() - started
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -159,9 +164,11 @@ def contenders_for(
                     if baseline is None:
                         continue
                     label = label.replace("baseline", f"({build(baseline)})")
-                    result.append(Contender(label, argv, {"PYTHONPATH": str(baseline)}))
+                    env = {"PYTHONPATH": str(baseline)}
+                    imports_from(baseline, env, tmp)
+                    result.append(Contender(label, argv, env, tmp))
                 else:
-                    result.append(Contender(label, argv))
+                    result.append(Contender(label, argv, cwd=tmp))
         else:
             argv = [PYTHON, str(ROOT / "benchmarks" / "bare_loop.py"), url]
             if scenario.api == "sweep":
@@ -174,6 +181,20 @@ def contenders_for(
                 argv.append("--orjson")
             result.append(Contender(name, argv))
     return result
+
+
+def imports_from(baseline: Path, env: dict[str, str], cwd: Path) -> None:
+    """Stop unless a contender started so imports tap_cdr from the baseline's tree."""
+    found = subprocess.run(
+        [PYTHON, "-c", "import tap_cdr; print(tap_cdr.__file__)"],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(baseline.resolve()):
+        raise SystemExit(f"the baseline run would import {found}, not the build in {baseline}")
 
 
 def run_scenario(scenario: Scenario, pairs: int, baseline: Path | None) -> list[Contender]:

@@ -17,7 +17,7 @@ from hypothesis import settings
 from tap_cdr.sandbox import SandboxConfig, SandboxServer, V3Dataset, start
 from tap_cdr.sandbox.data import VccDataset
 from tap_cdr.tap import TapCDR
-from tests.intake_support import any_store, pg_store  # noqa: F401 (fixtures)
+from tests.intake_support import any_store, pg_store, receiver  # noqa: F401 (fixtures)
 from tests.reliability.checker import Report
 
 if TYPE_CHECKING:

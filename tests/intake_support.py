@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from tap_cdr.intake.store import store_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 PG_URL = os.environ.get("TAP_CDR_PG_URL", "postgresql://tapcdr:tapcdr@127.0.0.1:5432/tapcdr")
 SECRET_KEY = "intake-test-secret-1f9e"  # a test value
@@ -45,6 +45,10 @@ class Receiver:
     cipher: str | None = None
     secret_key: str = SECRET_KEY
     max_body_bytes: int | None = None
+    # Python run at the receiver's start (a sitecustomize): a faked clock, a fault.
+    hook: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    store_in_environment: bool = False
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -62,10 +66,20 @@ class Receiver:
 
     def start(self) -> Receiver:
         env = {**os.environ, "TAP_CDR_INTAKE_SECRET_KEY": self.secret_key}
-        env.pop("TAP_CDR_INTAKE_CIPHER", None)
+        for name in ("TAP_CDR_INTAKE_CIPHER", "TAP_CDR_INTAKE_STORE"):
+            env.pop(name, None)
         if self.cipher:
             env["TAP_CDR_INTAKE_CIPHER"] = self.cipher
-        args = [str(RECEIVER), "--store", self.store, "--port", str(self.port)]
+        if self.hook is not None:
+            hooks = self.log.parent / f"hook-{self.port}"
+            hooks.mkdir(exist_ok=True)
+            (hooks / "sitecustomize.py").write_text(self.hook)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))
+        args = [str(RECEIVER), "--port", str(self.port), *self.extra_args]
+        if self.store_in_environment:
+            env["TAP_CDR_INTAKE_STORE"] = self.store
+        else:
+            args += ["--store", self.store]
         if self.max_body_bytes is not None:
             args += ["--max-body-bytes", str(self.max_body_bytes)]
         with self.log.open("ab") as log:
@@ -84,6 +98,17 @@ class Receiver:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=60)
+
+
+def get(url: str) -> tuple[int | None, str]:
+    """The status and body of a GET (None: the receiver cannot be reached)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None, ""
 
 
 def status_of(request: urllib.request.Request) -> int | None:
@@ -143,6 +168,21 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'intake.db'}"
     return str(request.getfixturevalue("pg_store"))
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, any_store: str) -> Iterator[Callable[..., Receiver]]:
+    """Start receivers on the test's store (both kinds); all are killed after it."""
+    started: list[Receiver] = []
+
+    def make(**kwargs: Any) -> Receiver:
+        made = Receiver(any_store, tmp_path / "intake.log", **kwargs).start()
+        started.append(made)
+        return made
+
+    yield make
+    for made in started:
+        made.stop(signal.SIGKILL)
 
 
 def rows(store: str, sql: str) -> list[tuple[Any, ...]]:

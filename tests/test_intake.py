@@ -11,25 +11,22 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import pytest
 
-from tap_cdr.intake.app import Rejected, parse_event
+from tap_cdr.intake.events import Event, Rejected, parse_event
 from tests.intake_support import (
     SECRET_KEY,
     Receiver,
     event,
     execute,
+    get,
     kill,
     post,
     rows,
     status_of,
     uuid_n,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 # Made with the openssl command line, independently of the code under test:
 #   key=$(printf 'vcc-webhook-secret' | xxd -p); key=$(printf '%-64s' $key | tr ' ' 0)
@@ -58,11 +55,11 @@ VECTORS = {
 @pytest.mark.parametrize(("cipher", "iv"), list(VECTORS))
 def test_decrypts_what_openssl_encrypted(cipher, iv):
     body = VECTORS[cipher, iv].encode()
-    assert parse_event(body, cipher, VECTOR_KEY, iv) == (VECTOR_UUID, "2026/11", 3)
+    assert parse_event(body, cipher, VECTOR_KEY, iv) == Event(VECTOR_UUID, "2026/11", 3)
     # Wrapped in lines, or sent as a form field: the same event.
     wrapped = b"\n".join(body[i : i + 64] for i in range(0, len(body), 64))
-    assert parse_event(wrapped, cipher, VECTOR_KEY, iv)[0] == VECTOR_UUID
-    assert parse_event(b"data=" + body, cipher, VECTOR_KEY, iv)[0] == VECTOR_UUID
+    assert parse_event(wrapped, cipher, VECTOR_KEY, iv).uuid == VECTOR_UUID
+    assert parse_event(b"data=" + body, cipher, VECTOR_KEY, iv).uuid == VECTOR_UUID
 
 
 @pytest.mark.parametrize(
@@ -88,28 +85,14 @@ def test_cbc_with_the_wrong_key_is_bad_padding():
 
 def test_event_fields_are_read_in_every_form():
     uuid = uuid_n(1)
-    assert parse_event(json.dumps(event(uuid.upper())).encode(), None, "", None) == (
-        uuid,
-        "2024/03",
-        3,
+    assert parse_event(json.dumps(event(uuid.upper())).encode(), None, "", None) == Event(
+        uuid, "2024/03", 3
     )
     # A form post, and a projectid sent as a string; no call_start_time: no month.
-    assert parse_event(f"uuid={uuid}&projectid=12".encode(), None, "", None) == (uuid, None, 12)
-    assert parse_event(b"data=" + json.dumps(event(uuid)).encode(), None, "", None)[0] == uuid
-
-
-@pytest.fixture
-def receiver(tmp_path: Path, any_store: str):
-    started: list[Receiver] = []
-
-    def make(**kwargs) -> Receiver:
-        made = Receiver(any_store, tmp_path / "intake.log", **kwargs).start()
-        started.append(made)
-        return made
-
-    yield make
-    for made in started:
-        made.stop(signal.SIGKILL)
+    assert parse_event(f"uuid={uuid}&projectid=12".encode(), None, "", None) == Event(
+        uuid, None, 12
+    )
+    assert parse_event(b"data=" + json.dumps(event(uuid)).encode(), None, "", None).uuid == uuid
 
 
 def encrypted(body: dict, cipher: str = "aes-256-ctr") -> bytes:
@@ -281,6 +264,9 @@ def test_store_down_answers_503_and_healthz_says_so(tmp_path, pg_store):
         # The store goes away under the receiver: its table can no longer be written.
         execute(pg_store, f"ALTER TABLE {schema}.announced_calls RENAME TO gone")
         assert post(receiver.post_url(), event(uuid_n(1))) == 503
+        status, body = get(receiver.url + "/healthz")
+        assert status == 503
+        assert 'relation \\"announced_calls\\" does not exist' in body
         execute(pg_store, f"ALTER TABLE {schema}.gone RENAME TO announced_calls")
         assert post(receiver.post_url(), event(uuid_n(1))) == 200
     finally:

@@ -4,6 +4,7 @@ and the whole loop, sandbox webhooks to receiver to tap."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from tap_cdr.intake.store import announced_calls, open_store, record_delivery
 from tap_cdr.sandbox import SandboxConfig
 from tap_cdr.sandbox.data import VccDataset
 from tap_cdr.sandbox.webhooks import WebhookConfig
-from tests.conftest import ANCHOR, lookups, run_tap, vcc_config
+from tests.conftest import ANCHOR, lookups, run_tap, tap_command, vcc_config
 from tests.intake_support import SECRET_KEY, Receiver, event, execute, post, rows
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def test_out_of_order_commits_from_two_receivers_skip_no_uuid(vcc, tmp_path, pg_
             transaction = held.begin()
             # A receiver in the middle of its insert: its id is taken, its row not
             # committed.
-            record_delivery(held, uuids[5], "2024/03", 1, datetime.now(timezone.utc))
+            record_delivery(held, uuids[5], "2024/03", 1)
             assert post(first.post_url(), event(uuids[6])) == 200
             assert post(second.post_url(), event(uuids[7])) == 200
             config = intake_config(server, pg_store)
@@ -259,3 +260,130 @@ def test_without_an_intake_store_the_tap_does_not_load_sqlalchemy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "False"
+
+
+def tap_until(command: list[str], boundary: int, position: dict) -> tuple[list[str], dict | None]:
+    """Run the real tap, and kill -9 it once the STATE of its ``boundary``-th chunk of
+    the intake store is out (the intake ``position`` has moved that many times). The
+    uuids it emitted before, and the last STATE it wrote."""
+    emitted: list[str] = []
+    state, moves = None, 0
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            message = json.loads(line)
+            if message["type"] == "RECORD":
+                emitted.append(message["record"]["uuid"])
+            elif message["type"] == "STATE":
+                state = message["value"]
+                intake = state["bookmarks"]["cdr_by_uuid"].get("intake")
+                moves += intake != position
+                position = intake
+                if moves == boundary:
+                    process.kill()
+                    break
+    return emitted, state
+
+
+@pytest.mark.parametrize("boundary", [1, 2, 3])
+def test_kill_9_at_a_chunk_boundary_with_late_gaps_then_resume(
+    start_sandbox, tmp_path, any_store, boundary
+):
+    """1,500 ids are gaps when a run reads the store; they are committed late, with
+    1,000 new calls. The next run (chunks: gaps 1-1,000, gaps 1,001-1,500, the new
+    calls) is killed at a chunk boundary, then resumed: every call is emitted at least
+    once, and none is requested more than twice."""
+    dataset = VccDataset(records=4000, anchor=ANCHOR, step_seconds=60)
+    server = start_sandbox(SandboxConfig(vcc=dataset))
+    uuids = dataset.uuids
+    engine = open_store(any_store)
+    old = datetime.now(timezone.utc) - timedelta(hours=1)
+
+    def add_rows(ids: range) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(announced_calls),
+                [
+                    {"id": i, "uuid": uuids[i - 1], "month": "2024/03", "received_at": old,
+                     "deliveries": 1}
+                    for i in ids
+                ],
+            )  # fmt: skip
+
+    add_rows(range(1501, 3001))
+    config = intake_config(server, any_store)
+    first = run_tap(config)
+    assert len(first.ids_of("uuid")) == 1500
+    assert len(intake_state(first)["gaps"]) == 1500
+    add_rows(range(1, 1501))  # committed late
+    add_rows(range(3001, 4001))
+    engine.dispose()
+    before = lookups(server)
+    command = tap_command(tmp_path, config, first.final_state)
+    emitted, state = tap_until(command, boundary, intake_state(first))
+    assert state is not None
+    resumed = run_tap(config, state=state)
+    wanted = {uuids[i - 1] for i in [*range(1, 1501), *range(3001, 4001)]}
+    assert wanted <= set(emitted) | set(resumed.ids_of("uuid"))
+    requested = lookups(server) - before
+    assert set(requested) == wanted
+    assert max(requested.values()) <= 2
+    # The kill really cut the run short (except after its last chunk).
+    assert (len(set(emitted)) < len(wanted)) == (boundary < 3)
+    assert intake_state(resumed)["gaps"] == {}
+
+
+SKEWED_CLOCK = """
+import datetime
+import time
+
+real_datetime, real_time = datetime.datetime, time.time
+
+
+class Ahead(real_datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return real_datetime.now(tz) + datetime.timedelta(hours=1)
+
+
+datetime.datetime = Ahead
+time.time = lambda: real_time() + 3600
+"""
+
+
+def test_a_receiver_whose_clock_is_an_hour_ahead_stalls_nothing(vcc, tmp_path, pg_store):
+    """received_at is the database's time, and the tap compares it with the database's
+    time: a receiver an hour fast neither delays its calls nor those after it."""
+    server = vcc()
+    uuids = server.config.vcc.uuids
+    fast = Receiver(pg_store, tmp_path / "fast.log", hook=SKEWED_CLOCK).start()
+    normal = Receiver(pg_store, tmp_path / "normal.log").start()
+    try:
+        assert post(fast.post_url(), event(uuids[1])) == 200
+        assert post(normal.post_url(), event(uuids[2])) == 200
+    finally:
+        fast.stop()
+        normal.stop()
+    # The hook did make that receiver's clock an hour fast (its log's time stamps).
+    (started,) = [line for line in fast.log.read_text().splitlines() if "listening on" in line]
+    stamp = started.split(" INFO ", 1)[0]
+    logged = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone()
+    assert timedelta(minutes=50) < logged - datetime.now(timezone.utc) < timedelta(minutes=70)
+    skew = "select max(abs(extract(epoch from now() - received_at))) from announced_calls"
+    assert rows(pg_store, skew)[0][0] < 600
+    result = run_tap(intake_config(server, pg_store))
+    assert sorted(result.ids_of("uuid")) == sorted([uuids[1], uuids[2]])
+
+
+def test_a_store_that_fails_while_it_is_read_is_one_line_without_its_password(vcc, pg_store):
+    server = vcc()
+    open_store(pg_store).dispose()
+    schema = pg_store.rsplit("%3D", 1)[1]
+    execute(pg_store, f"ALTER TABLE {schema}.announced_calls RENAME TO gone")
+    with pytest.raises(FatalAPIError) as raised:
+        run_tap(intake_config(server, pg_store))
+    message = str(raised.value)
+    assert message.startswith("cdr_by_uuid.intake_store: the intake store postgresql+psycopg://")
+    assert 'relation "announced_calls" does not exist' in message
+    assert ":tapcdr@" not in message
+    assert "\n" not in message

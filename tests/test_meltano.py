@@ -13,11 +13,20 @@ ROOT = Path(__file__).resolve().parent.parent
 MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
 
 
-def test_config_print_masks_secrets_and_nests_env_settings():
+def meltano(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Meltano in this project; the JSON it prints is parsed by the caller."""
     if not MELTANO.exists():
         if os.environ.get("CI"):
             pytest.fail("Meltano is missing: make test installs it in .venv-meltano")
         pytest.skip("Meltano not installed (make test installs it)")
+    proc = subprocess.run(
+        [str(MELTANO), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_config_print_masks_secrets_and_nests_env_settings():
     env = {
         **os.environ,
         "TAP_CDR_CDR_V3_BASE_URL": "https://api.example.vn",
@@ -28,15 +37,7 @@ def test_config_print_masks_secrets_and_nests_env_settings():
         "TAP_CDR_REQUEST_TIMEOUT_SECONDS": "30",
         "TAP_CDR_MAX_RETRY_WAIT_SECONDS": "10",
     }
-    proc = subprocess.run(
-        [str(MELTANO), "config", "print", "tap-cdr"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = meltano(env, "config", "print", "tap-cdr")
     config = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert config["cdr_v3"]["base_url"] == "https://api.example.vn"
     assert config["cdr_by_uuid"]["customer"] == "acme"
@@ -48,24 +49,12 @@ def test_config_print_masks_secrets_and_nests_env_settings():
 
 def test_a_config_of_one_vendor_warns_about_nothing():
     """No `select` rule names a stream that a one-vendor config does not discover."""
-    if not MELTANO.exists():
-        if os.environ.get("CI"):
-            pytest.fail("Meltano is missing: make test installs it in .venv-meltano")
-        pytest.skip("Meltano not installed (make test installs it)")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TAP_CDR_")},
         "TAP_CDR_CDR_V3_BASE_URL": "https://api.example.vn",
         "TAP_CDR_CDR_V3_TOKEN": "tok-not-used",
     }
-    proc = subprocess.run(
-        [str(MELTANO), "invoke", "--dump=catalog", "tap-cdr"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = meltano(env, "invoke", "--dump=catalog", "tap-cdr")
     catalog = json.loads(proc.stdout[proc.stdout.index("{") :])
     (stream,) = catalog["streams"]
     assert stream["tap_stream_id"] == "cdr_v3"

@@ -1,11 +1,11 @@
 """`tap-cdr-intake`: a receiver for VCC Live's Call Disposition webhook that stores the
 announced calls for the tap (``cdr_by_uuid.intake_store``). Install with
-``pip install 'tap-cdr[intake]'``.
+tap-cdr's ``intake`` extra (README: Install).
 
-    TAP_CDR_INTAKE_SECRET_KEY=... tap-cdr-intake --store sqlite:///intake.db --port 8787
+    TAP_CDR_INTAKE_SECRET_KEY=... tap-cdr-intake --store sqlite:////var/lib/intake.db
+    tap-cdr-intake prune --older-than 90d
 
-Secrets come from the environment, never the command line: TAP_CDR_INTAKE_SECRET_KEY
-(required) and TAP_CDR_INTAKE_CIPHER (none, or e.g. aes-256-ctr).
+Secrets come from the environment, never the command line (see ``--help``).
 """
 
 from __future__ import annotations
@@ -13,65 +13,167 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+from datetime import timedelta
 
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-from tap_cdr.intake.store import DEFAULT_STORE, store_url
+from tap_cdr.intake.store import DEFAULT_STORE
 
 __all__ = ["main"]
 
+MIN_KEY_LENGTH = 16
+DEFAULT_MAX_CONNECTIONS = 1000
+ENVIRONMENT = f"""environment:
+  TAP_CDR_INTAKE_SECRET_KEY  required: the secret key VCC Live sends in the URL (?secret-key=),
+                             and the key of the cipher; at least {MIN_KEY_LENGTH} characters,
+                             e.g. from `openssl rand -base64 32`
+  TAP_CDR_INTAKE_CIPHER      the cipher of encrypted bodies, e.g. aes-256-ctr (default: none,
+                             bodies are JSON)
+  TAP_CDR_INTAKE_STORE       the store's URL, where --store is not given (default
+                             {DEFAULT_STORE}); the place for a URL with a password
+"""
+DURATION = re.compile(r"^([0-9]+)([dh])$")
+log = logging.getLogger("tap_cdr.intake")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tap-cdr-intake", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--store",
-        default=DEFAULT_STORE,
-        help="SQLAlchemy URL of the store (default %(default)s; postgresql://... for several "
-        "receivers)",
+    parser = argparse.ArgumentParser(
+        prog="tap-cdr-intake",
+        description=__doc__.split("\n\n")[0],
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8787)
-    parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413")
+    store_help = (
+        "SQLAlchemy URL of the store: sqlite:////path.db, or postgresql://user@host/db for "
+        f"several receivers (default: TAP_CDR_INTAKE_STORE, else {DEFAULT_STORE})"
+    )
+    parser.add_argument("--store", help=store_help)
+    parser.add_argument("--host", default="127.0.0.1", help="default %(default)s")
+    parser.add_argument("--port", type=int, default=8787, help="default %(default)s")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="larger bodies get 413 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="connections and requests at once; beyond, 503 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="default %(default)s (debug adds tracebacks to errors)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{prune}")
+    prune = commands.add_parser(
+        "prune",
+        help="delete old rows from the store, in short transactions",
+        description="Delete the rows received before --older-than (by the database's clock), "
+        "1,000 at a time, so that receivers keep committing. Safe while they run.",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prune.add_argument("--store", help=store_help)
+    prune.add_argument(
+        "--older-than", required=True, help="an age in days or hours: 90d, 36h (at least 1d)"
+    )
+    prune.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    store = args.store or os.environ.get("TAP_CDR_INTAKE_STORE") or DEFAULT_STORE
+    try:
+        from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415 (the intake extra)
+
+        from tap_cdr.intake.store import problem_of, shown  # noqa: PLC0415
+    except ImportError as exc:
+        sys.exit(
+            "tap-cdr-intake needs tap-cdr's `intake` extra: install the wheel as "
+            f"'tap_cdr-....whl[intake]' (README: Install) ({exc})"
+        )
+    try:
+        if args.command == "prune":
+            _prune(store, args.older_than)
+        else:
+            _serve(store, args)
+    except ImportError as exc:
+        sys.exit(
+            "tap-cdr-intake needs tap-cdr's `intake` extra: install the wheel as "
+            f"'tap_cdr-....whl[intake]' (README: Install) ({exc})"
+        )
+    except (SQLAlchemyError, ValueError) as exc:
+        log.debug("the store failed", exc_info=True)
+        sys.exit(
+            f"tap-cdr-intake: the store {shown(store)} cannot be opened "
+            f"({problem_of(exc, store)}): check --store or TAP_CDR_INTAKE_STORE"
+        )
+
+
+def _serve(store: str, args: argparse.Namespace) -> None:
+    from tap_cdr.intake.app import create_app  # noqa: PLC0415 (the intake extra)
+    from tap_cdr.intake.crypto import CIPHERS  # noqa: PLC0415
+    from tap_cdr.intake.server import serve  # noqa: PLC0415
+    from tap_cdr.intake.store import shown  # noqa: PLC0415 (SQLAlchemy, at need)
+
     secret_key = os.environ.get("TAP_CDR_INTAKE_SECRET_KEY", "")
     cipher = os.environ.get("TAP_CDR_INTAKE_CIPHER", "").strip().lower() or None
-    try:
-        import uvicorn  # noqa: PLC0415 (the intake extra)
-
-        from tap_cdr.intake.app import create_app  # noqa: PLC0415
-        from tap_cdr.intake.crypto import CIPHERS  # noqa: PLC0415
-    except ImportError as exc:
-        sys.exit(f"tap-cdr-intake needs the intake extra: pip install 'tap-cdr[intake]' ({exc})")
     if not secret_key:
         sys.exit("tap-cdr-intake: set TAP_CDR_INTAKE_SECRET_KEY, the secret key VCC Live sends")
     if cipher and cipher not in CIPHERS:
         sys.exit(f"tap-cdr-intake: TAP_CDR_INTAKE_CIPHER {cipher!r} is not one of {CIPHERS}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        app = create_app(args.store, secret_key, cipher, args.max_body_bytes)
-    except (SQLAlchemyError, ImportError, ArgumentError) as exc:
-        shown = _shown(args.store)
-        problem = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
-        sys.exit(f"tap-cdr-intake: the store {shown} cannot be opened: {problem}")
-    # SIGTERM: uvicorn stops accepting, lets the requests in flight finish (each commits
-    # before it answers), then exits.
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
+    if len(secret_key) < MIN_KEY_LENGTH:
+        log.warning(
+            "TAP_CDR_INTAKE_SECRET_KEY has %d characters: use at least %d (e.g. from "
+            "`openssl rand -base64 32`), and the same in VCC Live",
+            len(secret_key),
+            MIN_KEY_LENGTH,
+        )
+    app = create_app(store, secret_key, cipher, args.max_body_bytes)
+    log.info(
+        "tap-cdr-intake listening on http://%s:%d; store %s; cipher %s; body limit %d bytes; "
+        "at most %d connections",
+        args.host,
+        args.port,
+        shown(store),
+        cipher or "off",
+        args.max_body_bytes,
+        args.max_connections,
     )
+    serve(app, args.host, args.port, args.max_connections)
 
 
-def _shown(url: str) -> str:
+def _prune(store: str, older_than: str) -> None:
+    from tap_cdr.intake.store import open_store, prune, shown  # noqa: PLC0415
+
+    found = DURATION.match(older_than.strip())
+    age = None
+    if found:
+        age = timedelta(**{"days" if found[2] == "d" else "hours": int(found[1])})
+    if age is None or age < timedelta(days=1):
+        sys.exit(
+            f"tap-cdr-intake prune: --older-than {older_than!r} must be an age of at least a "
+            "day, in days or hours (90d, 36h): a younger row may not have been read by the "
+            "tap yet"
+        )
+    engine = open_store(store)
     try:
-        return store_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(not a database URL)"
+        deleted, cutoff = prune(engine, age)
+    finally:
+        engine.dispose()
+    log.info(
+        "tap-cdr-intake prune: deleted %d announced calls and %d rejected events received "
+        "before %s (the database's clock) from %s",
+        deleted["announced_calls"],
+        deleted["rejected_events"],
+        f"{cutoff:%Y-%m-%d %H:%M:%S}",
+        shown(store),
+    )

@@ -1,12 +1,15 @@
 """The HTTP side of `tap-cdr-intake`: VCC Live's Call Disposition webhook, stored.
 
 - ``POST /vcc/call-disposition?secret-key=...``: 401 without the right key (compared in
-  constant time), 415 for a body type no webhook sends, 413 past the body limit, 400 for
-  a body that cannot be decrypted, is not JSON or has no valid uuid (recorded, with the
-  reason, size and top-level keys, never the values), 503 when the store cannot commit
-  (VCC Live delivers it again), and 200 only once the call is committed. The same call
-  delivered twice is stored once; its deliveries are counted.
-- ``GET /healthz``: 200 when the store answers.
+  constant time, as sent or percent-decoded), 415 for a body type no webhook sends, 413
+  past the body limit, 408 for a body that does not arrive within ``BODY_SECONDS``, 400
+  for a body that cannot be decrypted, is not JSON or has no valid uuid (recorded, with
+  the reason, size and top-level keys, never the values), 503 when the store cannot
+  commit (VCC Live delivers it again), and 200 only once the call is committed. The same
+  call delivered twice is stored once; its deliveries are counted.
+- ``GET /healthz``: 200 only when the store takes a commit now (a probe through the
+  writer, within ``PROBE_SECONDS``); else 503 with the reason.
+- ``GET /metrics``: the Prometheus text format (`tap_cdr.intake.metrics`).
 
 One log line per event (received, duplicate, rejected with its reason); no secret and no
 personal data (numbers, names, client data) is logged or stored.
@@ -14,35 +17,38 @@ personal data (numbers, names, client data) is logged or stored.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import hmac
-import json
 import logging
-import re
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
 
-from sqlalchemy import text
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tap_cdr.intake.commits import GroupCommitter
-from tap_cdr.intake.crypto import DecryptError, decrypt
-from tap_cdr.intake.store import open_store, record_rejection
+from tap_cdr.intake.commits import GroupCommitter, StoreUnavailable
+from tap_cdr.intake.events import Event, Rejected, parse_event
+from tap_cdr.intake.metrics import Metrics
+from tap_cdr.intake.store import (
+    open_store,
+    problem_of,
+    record_delivery,
+    record_rejection,
+    row_counts,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from sqlalchemy.engine import Engine
-
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-MONTH = re.compile(r"^(\d{4})-(\d{2})-\d{2}")
+BODY_SECONDS = 10.0  # a body that takes longer to arrive gets 408
+PROBE_SECONDS = 2.0
 # What a webhook body may be sent as (JSON, or base64 text when encrypted).
 ACCEPTED_TYPES = frozenset(
     {"", "application/json", "text/plain", "application/octet-stream",
@@ -52,13 +58,8 @@ ACCEPTED_TYPES = frozenset(
 log = logging.getLogger("tap_cdr.intake")
 
 
-class Rejected(Exception):  # noqa: N818 (an outcome, not an error of the receiver)
-    """A body that is not a Call Disposition event we can use."""
-
-    def __init__(self, reason: str, keys: list[str] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.keys = keys or []
+class _TooLargeError(Exception):
+    pass
 
 
 def create_app(
@@ -67,170 +68,178 @@ def create_app(
     cipher: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
-    engine = open_store(store_url)
-    committer = GroupCommitter(engine)
-    expected_key = secret_key.encode()
+    intake = Intake(store_url, secret_key, cipher, max_body_bytes)
+    return Starlette(
+        routes=[
+            Route("/vcc/call-disposition", intake.call_disposition, methods=["POST"]),
+            Route("/healthz", intake.healthz, methods=["GET"]),
+            Route("/metrics", intake.metrics_text, methods=["GET"]),
+        ],
+        lifespan=intake.lifespan,
+    )
 
-    async def call_disposition(request: Request) -> JSONResponse:
-        given = request.query_params.get("secret-key", "").encode()
-        if not hmac.compare_digest(given, expected_key):
-            log.warning("rejected: missing or wrong secret key")
-            return JSONResponse({"error": "unauthorized"}, status_code=401)
+
+class Intake:
+    """The receiver: its store, its writer, its metrics, and the routes' handlers."""
+
+    def __init__(
+        self, store_url: str, secret_key: str, cipher: str | None, max_body_bytes: int
+    ) -> None:
+        self.store_url = store_url
+        self.secret_key = secret_key
+        self.cipher = cipher
+        self.max_body_bytes = max_body_bytes
+        self.engine = open_store(store_url)
+        self.metrics = Metrics()
+        self.committer = GroupCommitter(self.engine, self.metrics)
+        self.metrics.watch(self.committer.waiting.qsize, self.store_rows)
+
+    def store_rows(self) -> dict[str, int]:
+        try:
+            with self.engine.connect() as conn:
+                return row_counts(conn)
+        except SQLAlchemyError:
+            return {}
+
+    def answer(self, status: int, content: dict[str, object]) -> JSONResponse:
+        self.metrics.responses.labels(str(status)).inc()
+        return JSONResponse(content, status_code=status)
+
+    def refuse(self, status: int, kind: str, reason: str) -> JSONResponse:
+        log.warning("rejected: %s", reason)
+        self.metrics.rejected.labels(kind).inc()
+        return self.answer(status, {"error": reason})
+
+    async def call_disposition(self, request: Request) -> Response:
+        try:
+            return await self.receive(request)
+        except Exception as exc:  # never a 500 (VCC Live retries a 503), nor a traceback
+            log.error("answered 503: %s while answering a webhook", type(exc).__name__)  # noqa: TRY400
+            log.debug("the error", exc_info=True)
+            self.metrics.unavailable.labels("error").inc()
+            return self.answer(503, {"error": "unavailable"})
+
+    async def receive(self, request: Request) -> Response:
+        if not _key_matches(request.scope["query_string"], self.secret_key.encode()):
+            return self.refuse(401, "unauthorized", "missing or wrong secret key")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ACCEPTED_TYPES and not content_type.endswith("+json"):
-            log.warning("rejected: content type %r", content_type[:80])
-            return JSONResponse({"error": "unsupported content type"}, status_code=415)
-        body = await _read_body(request, max_body_bytes)
-        if body is None:
-            log.warning("rejected: body over %d bytes", max_body_bytes)
-            return JSONResponse({"error": "body too large"}, status_code=413)
-        iv = request.query_params.get("iv")
-        return await _store(engine, committer, body, (cipher, secret_key, iv))
-
-    def healthz(_request: Request) -> JSONResponse:
-        # A plain function: Starlette runs it on its thread pool, so a store that is
-        # slow to answer never blocks the event loop (and the webhooks behind it).
+            return self.refuse(415, "content_type", "unsupported content type")
+        body = await self.read_body(request)
+        if isinstance(body, Response):
+            return body
         try:
-            with engine.connect() as conn:
-                conn.execute(text("select 1"))
-        except SQLAlchemyError:
-            return JSONResponse({"status": "store unavailable"}, status_code=503)
+            event = parse_event(body, self.cipher, self.secret_key, request.query_params.get("iv"))
+        except Rejected as rejected:
+            return await self.reject(rejected, len(body))
+        return await self.store(event)
+
+    async def read_body(self, request: Request) -> bytes | Response:
+        """The body, or the answer to a request whose body cannot be taken."""
+        limit = self.max_body_bytes
+        try:
+            return await asyncio.wait_for(_read_body(request, limit), BODY_SECONDS)
+        except _TooLargeError:
+            return self.refuse(413, "too_large", f"body over {limit} bytes")
+        except asyncio.TimeoutError:
+            return self.refuse(408, "timeout", f"the body took more than {BODY_SECONDS:g} s")
+        except ClientDisconnect:
+            # Nobody is left to answer, and nothing was sent that could be recorded.
+            log.warning("rejected: the client disconnected before the end of its body")
+            self.metrics.rejected.labels("disconnected").inc()
+            return Response(status_code=400)
+
+    async def reject(self, rejected: Rejected, size: int) -> Response:
+        log.warning("rejected: %s (%d bytes, keys %s)", rejected.reason, size, rejected.keys[:20])
+        self.metrics.rejected.labels(rejected.kind).inc()
+        try:
+            await self.committer.write(
+                lambda conn: record_rejection(conn, rejected.reason, size, rejected.keys)
+            )
+        except Exception as exc:  # noqa: BLE001 (the answer is the same: the body is bad)
+            log.error("store unavailable: the rejection was not recorded (%s)", self.why(exc))  # noqa: TRY400
+        return self.answer(400, {"error": rejected.reason})
+
+    async def store(self, event: Event) -> Response:
+        for field in event.nulled:
+            log.warning("uuid %s: its %s is unusable and is stored as null", event.uuid, field)
+            self.metrics.nulled.labels(field).inc()
+        try:
+            deliveries = await self.committer.write(
+                lambda conn: record_delivery(conn, event.uuid, event.month, event.projectid)
+            )
+        except Exception as exc:  # noqa: BLE001 (whatever the store raised: VCC Live retries)
+            reason = exc.reason if isinstance(exc, StoreUnavailable) else "store_error"
+            log.error("store unavailable (%s): answered 503 for uuid %s", self.why(exc), event.uuid)  # noqa: TRY400
+            self.metrics.unavailable.labels(reason).inc()
+            return self.answer(503, {"error": "store unavailable"})
+        if deliveries == 1:
+            log.info(
+                "received uuid %s (project %s, month %s)", event.uuid, event.projectid, event.month
+            )
+            self.metrics.stored.inc()
+            return self.answer(200, {"status": "stored"})
+        log.info("duplicate uuid %s (delivery %d)", event.uuid, deliveries)
+        self.metrics.duplicates.inc()
+        return self.answer(200, {"status": "duplicate", "deliveries": deliveries})
+
+    def why(self, exc: BaseException) -> str:
+        return str(exc) if isinstance(exc, StoreUnavailable) else problem_of(exc, self.store_url)
+
+    async def healthz(self, _request: Request) -> JSONResponse:
+        try:
+            await self.committer.probe(PROBE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 (any failure of the probe is the answer)
+            return JSONResponse({"status": "unavailable", "reason": self.why(exc)}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    def metrics_text(self, _request: Request) -> Response:
+        # A plain function: Starlette runs it on its thread pool, so the count of the
+        # store's rows never blocks the event loop.
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        # Everything loaded so far lives as long as the process: left out of the
+        # collector's full passes, which otherwise stop the process for tens of
+        # milliseconds every few seconds under load (the p99 of the webhooks).
+        gc.collect()
+        gc.freeze()
         yield
         # After the server has answered the requests in flight (uvicorn's graceful stop).
-        committer.close()
-        engine.dispose()
-
-    app = Starlette(
-        routes=[
-            Route("/vcc/call-disposition", call_disposition, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.engine = engine
-    return app
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None past ``limit`` bytes (read no further than that)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return b""
-    return b"".join(chunks)
-
-
-async def _store(
-    engine: Engine,
-    committer: GroupCommitter,
-    body: bytes,
-    decryption: tuple[str | None, str, str | None],
-) -> JSONResponse:
-    now = datetime.now(timezone.utc)
-    try:
-        uuid, month, projectid = parse_event(body, *decryption)
-    except Rejected as rejected:
-        log.warning(
-            "rejected: %s (%d bytes, keys %s)", rejected.reason, len(body), rejected.keys[:20]
+        self.committer.close()
+        self.engine.dispose()
+        log.info(
+            "tap-cdr-intake stopped: webhook requests answered %d, new calls stored %d, "
+            "deliveries of calls already stored %d",
+            self.metrics.total("responses"),
+            self.metrics.total("events_stored"),
+            self.metrics.total("duplicates"),
         )
-        try:
-            await run_in_threadpool(_reject, engine, rejected, len(body), now)
-        except SQLAlchemyError:
-            log.exception("store unavailable: the rejection was not recorded")
-        return JSONResponse({"error": rejected.reason}, status_code=400)
-    try:
-        deliveries = await committer.record(uuid, month, projectid, now)
-    except SQLAlchemyError as exc:
-        log.error("store unavailable (%s): answered 503 for uuid %s", type(exc).__name__, uuid)  # noqa: TRY400 (one line; the cause is the class)
-        return JSONResponse({"error": "store unavailable"}, status_code=503)
-    if deliveries == 1:
-        log.info("received uuid %s (project %s, month %s)", uuid, projectid, month)
-        return JSONResponse({"status": "stored"})
-    log.info("duplicate uuid %s (delivery %d)", uuid, deliveries)
-    return JSONResponse({"status": "duplicate", "deliveries": deliveries})
 
 
-def _reject(engine: Engine, rejected: Rejected, size: int, now: datetime) -> None:
-    with engine.begin() as conn:
-        record_rejection(conn, rejected.reason, size, rejected.keys, now)
+def _key_matches(query_string: bytes, expected: bytes) -> bool:
+    """Whether the first ``secret-key`` parameter is the key, in constant time. VCC
+    Live's encoding of the key is not documented: a key of base64 (``+``, ``/``, ``=``)
+    may come percent-encoded, or raw, where ``+`` would read as a space in a form.
+    Every reading is compared, so each works."""
+    for part in query_string.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if unquote_to_bytes(name) == b"secret-key":
+            readings = {value, unquote_to_bytes(value), unquote_to_bytes(value.replace(b"+", b" "))}
+            return any([hmac.compare_digest(reading, expected) for reading in readings])  # noqa: C419 (compare all)
+    return False
 
 
-def parse_event(
-    body: bytes, cipher: str | None, secret_key: str, iv: str | None
-) -> tuple[str, str | None, int | None]:
-    """The uuid, month (``YYYY/MM`` of ``call_start_time``) and projectid of an event."""
-    event = _decrypted_event(body, cipher, secret_key, iv) if cipher else _event(body)
-    if event is None:
-        raise Rejected("not JSON")
-    if not isinstance(event, dict):
-        raise Rejected(f"not a JSON object but {type(event).__name__}")
-    keys = sorted(str(key)[:40] for key in event)
-    uuid = event.get("uuid")
-    if not isinstance(uuid, str) or not UUID.match(uuid.strip()):
-        raise Rejected("no valid uuid" if uuid is not None else "no uuid", keys)
-    start = event.get("call_start_time")
-    found = MONTH.match(start.strip()) if isinstance(start, str) else None
-    month = f"{found[1]}/{found[2]}" if found and 1 <= int(found[2]) <= 12 else None
-    project = event.get("projectid")
-    projectid = int(project) if isinstance(project, (int, str)) and str(project).isdigit() else None
-    return uuid.strip().lower(), month, projectid
-
-
-def _decrypted_event(body: bytes, cipher: str, secret_key: str, iv: str | None) -> Any:
-    """The event in an encrypted body: base64 as sent, possibly wrapped in lines, or
-    the value of a form's only field (where ``+`` may have been decoded as a space)."""
-    candidates = [b"".join(body.split())]
-    try:
-        fields = parse_qs(body.decode("ascii"), strict_parsing=True)
-    except (UnicodeDecodeError, ValueError):
-        fields = {}
-    if len(fields) == 1 and len(values := next(iter(fields.values()))) == 1 and values[0]:
-        candidates.append(values[0].replace(" ", "+").encode())
-    problems = []
-    for candidate in candidates:
-        try:
-            event = _event(decrypt(candidate, cipher, secret_key, iv))
-        except DecryptError as exc:
-            problems.append(f"cannot be decrypted: {exc}")
-            continue
-        if event is not None:
-            return event
-        problems.append("not JSON once decrypted (wrong key, IV or cipher?)")
-    raise Rejected(problems[0])  # what is wrong with the body as sent
-
-
-def _event(body: bytes) -> Any:
-    """The JSON of a body, or of a form; None when neither."""
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _form_event(body)
-
-
-def _form_event(body: bytes) -> dict[str, Any] | None:
-    """An event sent as a form: the JSON of its only field, or its fields themselves."""
-    try:
-        fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if len(fields) == 1:
-        (values,) = fields.values()
-        try:
-            event = json.loads(values[0])
-        except ValueError:
-            event = None
-        if isinstance(event, dict):
-            return event
-    return {key: values[-1] for key, values in fields.items()} if "uuid" in fields else None
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body; `_TooLargeError` past ``limit`` bytes (read no further than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise _TooLargeError
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -15,11 +15,22 @@ the other runs about 0.15 s and 15 MB at start.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from itertools import takewhile
 from typing import TYPE_CHECKING, Any
 
-from tap_cdr.intake.store import Announcement, announced_after, announced_among, count_after
+from sqlalchemy.exc import SQLAlchemyError
+
+from tap_cdr.intake.store import (
+    Announcement,
+    StoreError,
+    announced_after,
+    announced_among,
+    count_after,
+    problem_of,
+    shown,
+)
 from tap_cdr.uuids import UuidListError, WorkItem, parse_item
 from tap_cdr.windows import parse_instant
 from tap_cdr.worklist import Chunk, WorkListError
@@ -28,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 ROWS_PER_CHUNK = 1000
 GAP_HORIZON = timedelta(minutes=10)
@@ -57,7 +68,11 @@ class IntakeSource:
         self.waiting = 0  # calls received less than `delay` ago: read by a later run
         self.gaps_dropped = 0
         self.gap_horizon = GAP_HORIZON
+        self.read = 0  # calls yielded
         self.last_id, self.gaps = self._resume(saved)
+        # The position in state (None: none yet, or another store's): a run that reads
+        # nothing new still saves a changed one.
+        self.saved = self.position() if saved is not None and not self.reread_reason else None
 
     def _resume(self, saved: Any) -> tuple[int, dict[int, str]]:
         if saved is None:
@@ -81,38 +96,70 @@ class IntakeSource:
 
     def chunks(self) -> Iterator[Chunk]:
         """The calls committed since the saved position, in id order by chunk: first
-        the gaps that were committed since, then the new ids."""
-        ready_before = self.now - self.delay
-        with self.engine.connect() as conn:
-            found = []
-            for call in announced_among(conn, sorted(self.gaps)):
-                if call.received_at > ready_before:
-                    # Committed but not due: kept as a gap, seen afresh, so that it is
-                    # read when due rather than forgotten.
-                    self.gaps[call.id] = self.now.isoformat()
-                    self.waiting += 1
-                    continue
-                del self.gaps[call.id]
-                found.append(call)
-            for at in range(0, len(found), ROWS_PER_CHUNK):
-                part = found[at : at + ROWS_PER_CHUNK]
-                yield Chunk([_intake_item(call) for call in part], self.position())
-            while True:
-                calls = announced_after(conn, self.last_id, ROWS_PER_CHUNK)
-                ready = list(takewhile(lambda call: call.received_at <= ready_before, calls))
-                for call in ready:
-                    for gap in range(self.last_id + 1, call.id):
-                        self.gaps[gap] = self.now.isoformat()
-                    self.last_id = call.id
-                if ready:
-                    yield Chunk([_intake_item(call) for call in ready], self.position())
-                if len(ready) < ROWS_PER_CHUNK:
-                    break
+        the gaps that were committed since, then the new ids. Each chunk's position
+        covers exactly the calls yielded so far (a kill loses none), and the store is
+        read one chunk at a time, each in a short transaction of its own."""
+        watched = sorted(self.gaps)
+        for at in range(0, len(watched), ROWS_PER_CHUNK):
+            with self._reading() as conn:
+                calls = announced_among(conn, watched[at : at + ROWS_PER_CHUNK], self.delay)
+            yield from self._chunk([call for call in calls if self._gap_found(call)])
+            self._forget(watched[at : at + ROWS_PER_CHUNK])
+        while True:
+            with self._reading() as conn:
+                calls = announced_after(conn, self.last_id, ROWS_PER_CHUNK, self.delay)
+            ready = list(takewhile(lambda call: call.due, calls))
+            for call in ready:
+                for gap in range(self.last_id + 1, call.id):
+                    self.gaps[gap] = self.now.isoformat()
+                self.last_id = call.id
+            yield from self._chunk(ready)
+            if len(ready) < ROWS_PER_CHUNK:
+                break
+        with self._reading() as conn:
             self.waiting += count_after(conn, self.last_id)
+        if self.position() != self.saved:
+            yield Chunk([], self.position())  # gaps forgotten, or seen afresh
 
-    def _prune(self) -> None:
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for one read; `StoreError`, one line, if the store fails."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            url = self.engine.url.render_as_string(hide_password=False)
+            raise StoreError(
+                f"the intake store {shown(url)} cannot be read ({problem_of(exc, url)})"
+            ) from None
+
+    def _gap_found(self, call: Announcement) -> bool:
+        if not call.due:
+            # Committed but not due: kept as a gap, seen afresh, so that it is read
+            # when due rather than forgotten.
+            self.gaps[call.id] = self.now.isoformat()
+            self.waiting += 1
+            return False
+        self.gaps.pop(call.id, None)
+        return True
+
+    def _forget(self, asked: list[int]) -> None:
+        """Drop the gaps just asked for that were first seen before the horizon: no
+        transaction lasts that long, so they are ids of rolled-back inserts. (Only once
+        asked for: a tap that did not run for a while still reads a late commit.)"""
         horizon = (self.now - GAP_HORIZON).isoformat()
-        self.gaps = {gap: seen for gap, seen in self.gaps.items() if seen > horizon}
+        for gap in asked:
+            if gap in self.gaps and self.gaps[gap] <= horizon:
+                del self.gaps[gap]
+
+    def _chunk(self, calls: list[Announcement]) -> Iterator[Chunk]:
+        if calls:
+            self.read += len(calls)
+            position = self.position()
+            self.saved = position
+            yield Chunk([_intake_item(call) for call in calls], position)
+
+    def _cap(self) -> None:
         if len(self.gaps) > MAX_GAPS:
             drop = sorted(self.gaps)[: len(self.gaps) - MAX_GAPS]
             self.gaps_dropped += len(drop)
@@ -120,7 +167,7 @@ class IntakeSource:
                 del self.gaps[gap]
 
     def position(self) -> dict[str, Any]:
-        self._prune()
+        self._cap()
         return {
             "store_id": self.store_id,
             "last_id": self.last_id,

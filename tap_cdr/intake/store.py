@@ -10,37 +10,51 @@ times it was delivered. Nothing else of an event (numbers, names, client data).
 from __future__ import annotations
 
 import json
+import re
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 from uuid import uuid4
 
 from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
+    delete,
     event,
     func,
     make_url,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.sql.compiler import SQLCompiler
 
 DEFAULT_STORE = "sqlite:///tap-cdr-intake.db"
+# Bounded waits, so that a hung store gives 503s rather than hung requests.
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_SECONDS = 5  # PostgreSQL's statement_timeout, SQLite's busy timeout
+PRUNE_BATCH = 1000
 # SQLite needs INTEGER (not BIGINT) for an autoincrementing rowid.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -54,6 +68,8 @@ announced_calls = Table(
     Column("projectid", BigInteger),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("deliveries", Integer, nullable=False),
+    # For prune: old rows are found by received_at.
+    Index("ix_announced_calls_received_at", "received_at"),
     # AUTOINCREMENT: SQLite never reuses an id, so the tap's position stays exact.
     sqlite_autoincrement=True,
 )
@@ -65,6 +81,7 @@ rejected_events = Table(
     Column("reason", String(200), nullable=False),
     Column("size", Integer, nullable=False),
     Column("keys", Text, nullable=False),  # the body's top-level keys (JSON), never values
+    Index("ix_rejected_events_received_at", "received_at"),
     sqlite_autoincrement=True,
 )
 # The store's identity: the tap keeps it with its position, so that a position read
@@ -77,6 +94,27 @@ store_meta = Table(
 )
 
 
+class utc_now(FunctionElement[datetime]):  # noqa: N801 (an SQL function)
+    """The database's clock, in UTC: the one clock of the store. Receivers write it as
+    ``received_at`` and the tap reads it with the rows, so that no machine's clock
+    (a receiver's, the tap's) decides when a call is due."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_postgresql(_element: utc_now, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "now()"
+
+
+@compiles(utc_now, "sqlite")
+def _utc_now_sqlite(_element: utc_now, _compiler: SQLCompiler, **_kw: Any) -> str:
+    # SQLAlchemy's own text form of a datetime (microseconds), so that rows written
+    # before compare with these as text.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
 def store_url(url: str) -> URL:
     """The URL with its driver: ``postgresql://`` means psycopg (3), the driver the
     intake extra installs, where SQLAlchemy would look for psycopg2."""
@@ -86,9 +124,76 @@ def store_url(url: str) -> URL:
     )
 
 
+_PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&']+)", re.IGNORECASE)
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]*)@")
+
+
+def shown(url: str) -> str:
+    """The store URL as it may be shown: its password hidden in every form it can take
+    (``user:password@``, ``?password=``, a libpq ``password=`` keyword)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "(not a database URL)"
+    hidden = {
+        key: "***" if "password" in f"{key} {values}".lower() else values
+        for key, values in parsed.query.items()
+    }
+    parsed = parsed.set(query=hidden)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        # Where the file really is, whatever the working directory of the service.
+        parsed = parsed.set(database=str(Path(str(parsed.database)).resolve()))
+    return redact(parsed.render_as_string(hide_password=True), url)
+
+
+def redact(message: str, url: str) -> str:
+    """``message`` (an error from the driver, a URL) without the passwords in ``url``,
+    however they were encoded."""
+    secrets = set()
+    for reading in (url, unquote(url), unquote_plus(url)):
+        secrets |= {match[2] for match in _USERINFO_PASSWORD.finditer(reading)}
+        secrets |= {match[2].strip("'") for match in _PASSWORD_KEYWORD.finditer(reading)}
+    try:
+        parsed = make_url(url)
+        secrets.add(parsed.password or "")
+        secrets |= {
+            str(value)
+            for key, values in parsed.query.items()
+            if "password" in key.lower()
+            for value in (values if isinstance(values, tuple) else (values,))
+        }
+    except (ArgumentError, ValueError):
+        pass
+    forms = {
+        form
+        for secret in secrets - {""}
+        for form in (secret, quote(secret, safe=""), quote(secret), quote_plus(secret))
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        message = message.replace(form, "***")
+    message = _USERINFO_PASSWORD.sub(r"\1***@", message)
+    return _PASSWORD_KEYWORD.sub(r"\1***", message)
+
+
+def problem_of(exc: BaseException, url: str) -> str:
+    """One line saying what went wrong with the store, without a password."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0][:300]
+    return redact(f"{type(cause).__name__}: {first}" if first else type(cause).__name__, url)
+
+
+def _engine(url: str, **kwargs: Any) -> Engine:
+    parsed = store_url(url)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
 def open_store(url: str) -> Engine:
-    """An engine for the store at ``url``, its tables created if missing."""
-    engine = create_engine(store_url(url), pool_pre_ping=True)
+    """An engine for the store at ``url``, for the receiver: its tables and indexes
+    created if missing, every wait bounded (connect, statements, locks), and at most
+    two connections (the writer's, and one for /metrics)."""
+    engine = _engine(url, pool_size=2, max_overflow=0, pool_timeout=STATEMENT_TIMEOUT_SECONDS)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -98,22 +203,48 @@ def open_store(url: str) -> Engine:
             # so a 200 is never answered for an event a crash could lose.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute(f"PRAGMA busy_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}")
             cursor.close()
 
-    try:
-        metadata.create_all(engine)
-    except (ProgrammingError, IntegrityError):
-        # Another receiver created the tables at the same moment: they exist now.
-        metadata.create_all(engine)
-    with engine.begin() as conn:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        conn.execute(
-            dialect.insert(store_meta)
-            .values(key="store_id", value=str(uuid4()))
-            .on_conflict_do_nothing(index_elements=["key"])
-        )
+    else:
+
+        @event.listens_for(engine, "connect")
+        def _bounded(dbapi_connection: Any, _record: Any) -> None:
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_SECONDS}s'")
+            dbapi_connection.autocommit = autocommit
+
+    _create_schema(engine)
     return engine
+
+
+def _create_schema(engine: Engine) -> None:
+    try:
+        _create(engine)
+    except (ProgrammingError, IntegrityError):
+        # Another receiver created them at the same moment: they exist now.
+        _create(engine)
+
+
+def _create(engine: Engine) -> None:
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # An index on a large table takes longer than a statement may.
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
+        # Stores made by an earlier version gain the indexes here.
+        for table in (announced_calls, rejected_events):
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        for key, value in (("store_id", str(uuid4())), ("probe", "")):
+            conn.execute(
+                dialect.insert(store_meta)
+                .values(key=key, value=value)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
 
 
 class StoreError(Exception):
@@ -123,71 +254,120 @@ class StoreError(Exception):
 def open_reader(url: str) -> tuple[Engine, str]:
     """An engine on an existing store, for the tap, and the store's id."""
     parsed = store_url(url)
-    shown = parsed.render_as_string(hide_password=True)
+    where = shown(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:" or not Path(database).is_file():
             raise StoreError(
-                f"the intake store {shown} does not exist: start tap-cdr-intake with "
+                f"the intake store {where} does not exist: start tap-cdr-intake with "
                 "--store set to the same URL first"
             )
     try:
-        engine = create_engine(parsed, pool_pre_ping=True)
+        engine = _engine(url)
         with engine.connect() as conn:
             store_id = conn.execute(
                 select(store_meta.c.value).where(store_meta.c.key == "store_id")
             ).scalar_one_or_none()
     except ImportError as exc:
         raise StoreError(
-            f"the intake store {shown} needs a database driver: pip install "
-            f"'tap-cdr[intake]' ({exc})"
+            f"the intake store {where} needs a database driver: install tap-cdr with its "
+            f"`intake` extra, as 'tap_cdr-....whl[intake]' (README: Install) ({exc})"
         ) from None
     except SQLAlchemyError as exc:
-        problem = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
         raise StoreError(
-            f"the intake store {shown} cannot be read ({type(exc).__name__}: {problem}). "
+            f"the intake store {where} cannot be read ({problem_of(exc, url)}). "
             "Is it the store tap-cdr-intake writes to?"
         ) from None
     if store_id is None:
-        raise StoreError(f"the intake store {shown} has no store id: is it an intake store?")
+        raise StoreError(f"the intake store {where} has no store id: is it an intake store?")
     return engine, store_id
 
 
-def record_delivery(
-    conn: Connection, uuid: str, month: str | None, projectid: int | None, now: datetime
-) -> int:
+# Built once: under load the writer runs these hundreds of times a second, and building
+# a statement costs more of the CPU than SQLite takes to run it.
+_REDELIVERY = (
+    update(announced_calls)
+    .where(announced_calls.c.uuid == bindparam("call"))
+    .values(deliveries=announced_calls.c.deliveries + 1)
+    .returning(announced_calls.c.deliveries)
+)
+_NEW_CALL = {
+    # uuid, month and projectid are the execute's parameters.
+    name: dialect.insert(announced_calls)
+    .values(received_at=utc_now(), deliveries=1)
+    .on_conflict_do_update(
+        index_elements=["uuid"], set_={"deliveries": announced_calls.c.deliveries + 1}
+    )
+    .returning(announced_calls.c.deliveries)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def record_delivery(conn: Connection, uuid: str, month: str | None, projectid: int | None) -> int:
     """Store an announced call; the number of times it has been delivered (1: new)."""
     # A redelivery only updates: an INSERT that conflicts would still take an id
     # from PostgreSQL's sequence, and each id skipped is a gap the tap must track.
-    again = conn.execute(
-        update(announced_calls)
-        .where(announced_calls.c.uuid == uuid)
-        .values(deliveries=announced_calls.c.deliveries + 1)
-        .returning(announced_calls.c.deliveries)
-    ).scalar_one_or_none()
+    again = conn.execute(_REDELIVERY, {"call": uuid}).scalar_one_or_none()
     if again is not None:
         return int(again)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(announced_calls)
-        .values(uuid=uuid, month=month, projectid=projectid, received_at=now, deliveries=1)
-        .on_conflict_do_update(
-            index_elements=["uuid"],
-            set_={"deliveries": announced_calls.c.deliveries + 1},
-        )
-        .returning(announced_calls.c.deliveries)
-    )
-    return int(conn.execute(statement).scalar_one())
+    values = {"uuid": uuid, "month": month, "projectid": projectid}
+    return int(conn.execute(_NEW_CALL[conn.dialect.name], values).scalar_one())
 
 
-def record_rejection(
-    conn: Connection, reason: str, size: int, keys: Sequence[str], now: datetime
-) -> None:
+def record_rejection(conn: Connection, reason: str, size: int, keys: Sequence[str]) -> None:
     conn.execute(
         rejected_events.insert().values(
-            received_at=now, reason=reason[:200], size=size, keys=json.dumps(list(keys))
+            received_at=utc_now(), reason=reason[:200], size=size, keys=json.dumps(list(keys))
         )
     )
+
+
+def probe(conn: Connection) -> None:
+    """A write that commits, as an event's would: the lock on the calls' table (held by
+    whoever locks the store) and a row written, so that a store that cannot take a
+    commit now fails it."""
+    conn.execute(
+        update(announced_calls)
+        .where(announced_calls.c.id == 0)  # no such row: ids start at 1
+        .values(deliveries=announced_calls.c.deliveries)
+    )
+    conn.execute(update(store_meta).where(store_meta.c.key == "probe").values(value=utc_now()))
+
+
+def row_counts(conn: Connection) -> dict[str, int]:
+    return {
+        table.name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+        for table in (announced_calls, rejected_events)
+    }
+
+
+def prune(
+    engine: Engine, older_than: timedelta, batch: int = PRUNE_BATCH
+) -> tuple[dict[str, int], datetime]:
+    """Delete the rows received more than ``older_than`` ago (by the database's clock),
+    ``batch`` rows per transaction, pausing between them as long as each took, so that
+    no write lock is held for long and receivers' commits go in between. The rows
+    deleted per table, and the cutoff."""
+    with engine.connect() as conn:
+        cutoff = _aware(conn.execute(select(utc_now())).scalar_one()) - older_than
+    deleted = {}
+    for table in (announced_calls, rejected_events):
+        deleted[table.name] = 0
+        oldest = (
+            select(table.c.id)
+            .where(table.c.received_at < cutoff)
+            .order_by(table.c.received_at)
+            .limit(batch)
+        )
+        while True:
+            started = time.monotonic()
+            with engine.begin() as conn:
+                count = conn.execute(delete(table).where(table.c.id.in_(oldest))).rowcount
+            deleted[table.name] += count
+            if count < batch:
+                break
+            time.sleep(time.monotonic() - started)
+    return deleted, cutoff
 
 
 @dataclass(frozen=True)
@@ -196,12 +376,14 @@ class Announcement:
     uuid: str
     month: str | None
     received_at: datetime
+    due: bool  # received at least the tap's delay ago, by the database's clock
 
 
-def announced_after(conn: Connection, after: int, limit: int) -> list[Announcement]:
+def announced_after(
+    conn: Connection, after: int, limit: int, delay: timedelta
+) -> list[Announcement]:
     """Up to ``limit`` calls with an id above ``after``, in id order."""
-    table = announced_calls
-    return _announcements(conn, table.c.id > after, limit)
+    return _announcements(conn, announced_calls.c.id > after, limit, delay)
 
 
 def count_after(conn: Connection, after: int) -> int:
@@ -210,27 +392,30 @@ def count_after(conn: Connection, after: int) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def announced_among(conn: Connection, ids: Sequence[int]) -> list[Announcement]:
+def announced_among(conn: Connection, ids: Sequence[int], delay: timedelta) -> list[Announcement]:
     """The calls with these ids that are committed now, in id order."""
     found: list[Announcement] = []
-    for at in range(0, len(ids), 500):
+    for at in range(0, len(ids), 500):  # SQLite before 3.32 takes 999 parameters at most
         part = list(ids[at : at + 500])
-        found += _announcements(conn, announced_calls.c.id.in_(part), len(part))
+        found += _announcements(conn, announced_calls.c.id.in_(part), len(part), delay)
     return sorted(found, key=lambda announcement: announcement.id)
 
 
-def _announcements(conn: Connection, where: Any, limit: int) -> list[Announcement]:
+def _announcements(
+    conn: Connection, where: Any, limit: int, delay: timedelta
+) -> list[Announcement]:
     table = announced_calls
     query = (
-        select(table.c.id, table.c.uuid, table.c.month, table.c.received_at)
+        select(table.c.id, table.c.uuid, table.c.month, table.c.received_at, utc_now())
         .where(where)
         .order_by(table.c.id)
         .limit(limit)
     )
-    return [
-        Announcement(row.id, row.uuid, row.month, _aware(row.received_at))
-        for row in conn.execute(query)
-    ]
+    found = []
+    for row_id, uuid, month, received_at, now in conn.execute(query):
+        received = _aware(received_at)
+        found.append(Announcement(row_id, uuid, month, received, received <= _aware(now) - delay))
+    return found
 
 
 def _aware(moment: datetime) -> datetime:

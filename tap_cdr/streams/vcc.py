@@ -14,7 +14,9 @@ Two sources feed the one ``cdr_by_uuid`` stream (key ``uuid``):
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -65,6 +67,26 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class SweptUuids:
+    """The uuids the sweep emitted in this run, in a temporary SQLite file (deleted when
+    closed): with an intake store read after the sweep, every one must be remembered,
+    and a million in a set cost the process 78 MB more (as 128-bit ints; text, more)."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect("")  # "": a private temporary file
+        self.db.execute("create table swept (uuid text primary key) without rowid")
+
+    def add(self, uuid: str) -> None:
+        self.db.execute("insert or ignore into swept values (?)", (uuid,))
+
+    def __contains__(self, uuid: str) -> bool:
+        found = self.db.execute("select 1 from swept where uuid = ?", (uuid,))
+        return found.fetchone() is not None
+
+    def close(self) -> None:
+        self.db.close()
+
+
 @dataclass(frozen=True)
 class ListingDay:
     """One CDR log request series: a date, for one project or for all."""
@@ -103,6 +125,7 @@ class CdrByUuidStream(BookmarkedStream):
     positions: dict[str, Any]  # where the uuids file and the intake store were read to
     bookmark_value: str | None
     counts: dict[str, int]
+    swept: SweptUuids  # the uuids the sweep emitted in this run that a lookup could want
 
     @cached_property
     def vcc(self) -> settings.VccSettings:
@@ -238,11 +261,6 @@ class CdrByUuidStream(BookmarkedStream):
                 ("uuids_file", chunk) for chunk in (file.chunks() if file else ())
             ]
             intake = self.intake_source(state.get("intake"))
-            if intake is not None:
-                try:
-                    chunks += [("intake", chunk) for chunk in intake.chunks()]
-                finally:
-                    intake.engine.dispose()  # read once per run: no connection kept
         except WorkListError as exc:
             raise CdrApiError(str(exc)) from None
         if file is not None and file.reread_reason:
@@ -259,33 +277,58 @@ class CdrByUuidStream(BookmarkedStream):
             "fetched": 0,
             "given_up": 0,
             "announced_in_log": 0,
+            "announced": len(self.queue.entries),
         }
-        # Announced uuids that the sweep may find in this run: no lookup for those.
-        announced = {
-            *self.queue.entries,
-            *(item.uuid for item in self.setting.new()),
-            *(item.uuid for _, chunk in chunks for item in chunk.items),
-        }
-        if intake is not None:
-            self.log_intake(intake, sum(len(c.items) for s, c in chunks if s == "intake"))
-        emitted: set[str] = set()  # announced uuids emitted in this run: no lookup
-        if vcc.list_cdrs:
-            for record in self.sweep():
+        # The uuids the sweep emits that a lookup would ask for again: those announced so
+        # far, or with an intake store every one (it is read after the sweep, a chunk at a
+        # time, so that its backlog is never all in memory).
+        announced = None
+        if intake is None:
+            announced = {
+                *self.queue.entries,
+                *(item.uuid for item in self.setting.new()),
+                *(item.uuid for _, chunk in chunks for item in chunk.items),
+            }
+        self.swept = SweptUuids()
+        emitted: set[str] = set()  # uuids fetched in this run: no second lookup
+        try:
+            for record in self.sweep() if vcc.list_cdrs else ():
                 uuid = record["uuid"]
-                if uuid in announced:
-                    emitted.add(uuid)
+                if announced is None or uuid in announced:
+                    self.swept.add(uuid)
+                if self.queue.entries.pop(uuid, None) is not None:
                     self.counts["announced_in_log"] += 1
-                    self.queue.entries.pop(uuid, None)
                 yield record
-        yield from self.look_up(self._lookups(chunks), emitted)
-        deadline = utc_now() + vcc.wait_for_pending
-        while self.queue.entries and utc_now() < deadline:
-            wake = min(self.queue.next_due(), deadline)
-            # Never spin: even with a zero retry interval, rounds are a second apart.
-            time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
-            yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
+            yield from self.look_up_sources(chunks, intake, emitted)
+            deadline = utc_now() + vcc.wait_for_pending
+            while self.queue.entries and utc_now() < deadline:
+                wake = min(self.queue.next_due(), deadline)
+                # Never spin: even with a zero retry interval, rounds are a second apart.
+                time.sleep(max(MIN_RETRY_PAUSE_SECONDS, (wake - utc_now()).total_seconds()))
+                yield from self.look_up((Lookup(i) for i in self.queue.due(utc_now())), emitted)
+        finally:
+            self.swept.close()
         self.commit()
-        self.log_summary(len(announced), intake.waiting if intake else None)
+        self.log_summary(self.counts["announced"], intake.waiting if intake else None)
+
+    def look_up_sources(
+        self, chunks: list[tuple[str, Chunk]], intake: IntakeSource | None, emitted: set[str]
+    ) -> Iterator[dict[str, Any]]:
+        """Look up the new uuids of the sources: pending, setting, file, then the intake
+        store, which is read a chunk at a time as the lookups go."""
+        if intake is None:
+            yield from self.look_up(self._lookups(chunks), emitted)
+            return
+        from tap_cdr.intake.store import StoreError  # noqa: PLC0415 (SQLAlchemy, at need)
+
+        read = itertools.chain(chunks, (("intake", chunk) for chunk in intake.chunks()))
+        try:
+            yield from self.look_up(self._lookups(read), emitted)
+        except StoreError as exc:
+            raise CdrApiError(f"cdr_by_uuid.intake_store: {exc}") from None
+        finally:
+            intake.engine.dispose()  # read once per run: no connection kept
+        self.log_intake(intake, intake.read)
 
     @override
     def where_base_url(self) -> str:
@@ -489,7 +532,7 @@ class CdrByUuidStream(BookmarkedStream):
 
     # -- lookups by uuid --------------------------------------------------------------
 
-    def _lookups(self, chunks: list[tuple[str, Chunk]]) -> Iterator[Lookup]:
+    def _lookups(self, chunks: Iterable[tuple[str, Chunk]]) -> Iterator[Lookup]:
         """Due pending uuids (oldest first), then new items of the setting, then the
         new lines of the file and the new calls of the intake store; each chunk's last
         lookup carries the position to save after it."""
@@ -530,11 +573,16 @@ class CdrByUuidStream(BookmarkedStream):
     def _wanted(self, lookups: Iterable[Lookup], emitted: set[str]) -> Iterator[Lookup]:
         """The lookups to make: each uuid once, none the sweep emitted, and no new
         announcement of a uuid already pending (it is retried when due). A skipped
-        lookup still carries its chunk's position."""
+        lookup still carries its chunk's position. Counts the announced uuids, and
+        those the sweep found."""
         requested: set[str] = set()
         for lookup in lookups:
             uuid = lookup.item.uuid
-            skip = uuid in emitted or uuid in requested
+            swept = uuid in self.swept
+            if lookup.item is not NOTHING and lookup.source != "pending":
+                self.counts["announced"] += 1
+                self.counts["announced_in_log"] += swept
+            skip = swept or uuid in emitted or uuid in requested
             if lookup.source != "pending" and uuid in self.queue.entries:
                 skip = True
             if not skip:
