@@ -22,3 +22,20 @@
   {%- do order.append(tiebreak ~ ' desc nulls last') -%}
   {{ return(order | join(', ')) }}
 {% endmacro %}
+
+{#- A stream's loaded table, or, before the loader has made it (a pipeline with one
+    vendor, or the other vendor not loaded yet), an empty relation of the `columns`
+    (name -> type) that staging reads: the models build for one vendor as for two. -#}
+{% macro loaded_or_empty(relation, columns) %}
+  {%- if execute and load_relation(relation) is none -%}
+    {{- log(relation ~ ' does not exist: no ' ~ relation.identifier ~ ' calls are loaded yet, so none are modelled', info=true) -}}
+    (select
+      {%- for name, type in columns.items() %}
+      cast(null as {{ type }}) as {{ name }}{{ ',' if not loop.last }}
+      {%- endfor %}
+    from (select 1 as one) as one_row
+    where 1 = 0) as not_loaded
+  {%- else -%}
+    {{ relation }}
+  {%- endif -%}
+{% endmacro %}

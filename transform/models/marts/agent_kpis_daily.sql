@@ -24,7 +24,8 @@ select
     sum(hold_seconds) as hold_seconds,
     sum(wrap_seconds) as wrap_seconds,
     cast(avg(handle_seconds) as {{ type_double() }}) as aht_seconds,
-    max(ended_at) as last_ended_at
+    max(ended_at) as last_ended_at,
+    {{ build_started_at() }} as built_at
 from calls
 where outcome = 'answered' and agent_id is not null
 group by call_date, vendor, agent_id

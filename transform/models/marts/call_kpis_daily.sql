@@ -97,6 +97,7 @@ select
     cast(mean_answered_handle as {{ type_double() }}) as aht_seconds,
     cast(mean_answered_talk as {{ type_double() }}) as avg_talk_seconds,
     last_ended_at,
+    {{ build_started_at() }} as built_at,
     -- The vars the row was computed with.
     '{{ var('kpi_timezone') }}' as kpi_timezone,
     {{ sl }} as service_level_seconds,

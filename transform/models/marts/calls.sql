@@ -1,6 +1,8 @@
 {#- One row per call, from both vendors. The definitions: transform/README.md.
-    Incremental on `ended_at`: a run re-reads the calls that ended since the newest
-    one modelled, less var `lookback_minutes`, and merges them on the key. -#}
+    Incremental on `ended_at`: a run re-reads each vendor's calls that ended since
+    the newest one of that vendor modelled, less var `lookback_minutes`, and merges
+    them on the key. `modelled_at` says which build last wrote a row: the marts
+    rebuild the days of the rows written since their own last build. -#}
 {{
     config(
         unique_key=['vendor', 'call_id'],
@@ -11,7 +13,8 @@
         ),
     )
 }}
-{%- set cutoff = lookback_cutoff(this, 'ended_at') if is_incremental() else none -%}
+{%- set tel4vn_cutoff = lookback_cutoff(this, 'tel4vn') if is_incremental() else none -%}
+{%- set vcc_cutoff = lookback_cutoff(this, 'vcc') if is_incremental() else none -%}
 {%- set string = dbt.type_string() -%}
 
 with tel4vn as (
@@ -45,8 +48,8 @@ with tel4vn as (
         from_number,
         to_number
     from {{ ref('stg_cdr_v3') }}
-    {%- if cutoff is not none %}
-    where time_ended >= {{ cutoff }}
+    {%- if tel4vn_cutoff is not none %}
+    where time_ended >= {{ tel4vn_cutoff }}
     {%- endif %}
 ),
 
@@ -79,8 +82,8 @@ vcc as (
         source as from_number,
         destination as to_number
     from {{ ref('stg_cdr_by_uuid') }}
-    {%- if cutoff is not none %}
-    where time_ended >= {{ cutoff }}
+    {%- if vcc_cutoff is not none %}
+    where time_ended >= {{ vcc_cutoff }}
     {%- endif %}
 ),
 
@@ -109,9 +112,10 @@ select
     queue_id,
     project_id,
     campaign_id,
-    disconnect_cause
-    {%- if var('include_phone_numbers') %},
+    disconnect_cause,
+    {%- if var('include_phone_numbers') %}
     from_number,
-    to_number
+    to_number,
     {%- endif %}
+    {{ build_started_at() }} as modelled_at
 from both_vendors

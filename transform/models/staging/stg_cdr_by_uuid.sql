@@ -1,6 +1,24 @@
 {#- VCC Live calls as loaded: typed, instants in UTC, one row per `uuid` (the newest
     load of it). `time_ended` is the tap's: start_ts_utc + ringtime + billingtime. -#}
 {%- set loaded = loaded_columns(source('tap_cdr', 'cdr_by_uuid')) -%}
+{%- set read = {
+    'uuid': dbt.type_string(),
+    'direction': dbt.type_string(),
+    'start_ts_utc': dbt.type_timestamp(),
+    'billing_ts_utc': dbt.type_timestamp(),
+    'time_ended': dbt.type_timestamp(),
+    'queuetime': dbt.type_bigint(),
+    'ringtime': dbt.type_bigint(),
+    'talktime': dbt.type_bigint(),
+    'holdtime': dbt.type_bigint(),
+    'afterwork': dbt.type_bigint(),
+    'userid': dbt.type_bigint(),
+    'queueid': dbt.type_bigint(),
+    'projectid': dbt.type_bigint(),
+    'dc': dbt.type_string(),
+    'source': dbt.type_string(),
+    'destination': dbt.type_string(),
+} -%}
 
 with loaded as (
     select
@@ -23,7 +41,7 @@ with loaded as (
         row_number() over (
             partition by uuid order by {{ newest_load_first(loaded, 'time_ended') }}
         ) as load_rank
-    from {{ source('tap_cdr', 'cdr_by_uuid') }}
+    from {{ loaded_or_empty(source('tap_cdr', 'cdr_by_uuid'), read) }}
 )
 
 select

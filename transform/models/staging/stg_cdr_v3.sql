@@ -1,6 +1,21 @@
 {#- TEL4VN v3 calls as loaded: typed, instants in UTC, one row per `id` (the newest
     load of it). -#}
 {%- set loaded = loaded_columns(source('tap_cdr', 'cdr_v3')) -%}
+{%- set read = {
+    'id': dbt.type_string(),
+    'direction': dbt.type_string(),
+    'status': dbt.type_string(),
+    'cause': dbt.type_string(),
+    'time_started': dbt.type_timestamp(),
+    'time_answered': dbt.type_timestamp(),
+    'time_ended': dbt.type_timestamp(),
+    'billsec': dbt.type_bigint(),
+    'extension': dbt.type_string(),
+    'receive_dest': dbt.type_string(),
+    'campaign_uuid': dbt.type_string(),
+    'from_number': dbt.type_string(),
+    'to_number': dbt.type_string(),
+} -%}
 
 with loaded as (
     select
@@ -20,7 +35,7 @@ with loaded as (
         row_number() over (
             partition by id order by {{ newest_load_first(loaded, 'time_ended') }}
         ) as load_rank
-    from {{ source('tap_cdr', 'cdr_v3') }}
+    from {{ loaded_or_empty(source('tap_cdr', 'cdr_v3'), read) }}
 )
 
 select
