@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a real `meltano run tap-cdr target-duckdb dbt-duckdb:build` into
 # output/demo.duckdb, in the Meltano environment `demo` (its own state, apart from a
-# user's runs in `dev`), then the KPI table of the newest day.
+# user's runs in `dev`), then the KPI table of the busiest day.
 # Without TAP_CDR_CDR_V3_BASE_URL it runs against the bundled sandbox API, and checks
 # that DuckDB holds exactly the calls the sandbox served for the sync window.
 set -euo pipefail

@@ -85,3 +85,52 @@
 {% macro ratio(numerator, denominator) -%}
   cast({{ numerator }} as {{ type_double() }}) / nullif({{ denominator }}, 0)
 {%- endmacro %}
+
+{#- Var `name` as a whole number of at least 0; a compile error naming the var
+    otherwise (Jinja's `int` filter would take "abc" for 0, silently). -#}
+{% macro whole_number_var(name) %}
+  {%- set value = var(name) -%}
+  {%- if value is number and value == value | int and value >= 0 -%}
+    {{ return(value | int) }}
+  {%- elif value is string and modules.re.fullmatch('[0-9]+', value.strip()) -%}
+    {{ return(value.strip() | int) }}
+  {%- endif -%}
+  {{ exceptions.raise_compiler_error(
+      "var " ~ name ~ " is '" ~ value ~ "': give a whole number of at least 0") }}
+{% endmacro %}
+
+{#- Var `kpi_timezone`, an IANA zone; a compile error naming the var otherwise. -#}
+{% macro kpi_timezone() %}
+  {%- set zone = var('kpi_timezone') | string -%}
+  {%- if zone not in modules.pytz.all_timezones_set -%}
+    {{ exceptions.raise_compiler_error(
+        "var kpi_timezone is '" ~ zone ~ "': give an IANA time zone, such as UTC or Europe/Budapest") }}
+  {%- endif -%}
+  {{ return(zone) }}
+{% endmacro %}
+
+{#- Var `service_level_abandons`: against, for or ignored; a compile error otherwise. -#}
+{% macro service_level_abandons() %}
+  {%- set abandons = var('service_level_abandons') | string -%}
+  {%- if abandons not in ('against', 'for', 'ignored') -%}
+    {{ exceptions.raise_compiler_error(
+        "var service_level_abandons is '" ~ abandons ~ "': use against, for or ignored") }}
+  {%- endif -%}
+  {{ return(abandons) }}
+{% endmacro %}
+
+{#- The KPI vars in `names`, checked, as SQL literals (a mart keeps them in columns of
+    the same names). -#}
+{% macro kpi_var_literals(names) %}
+  {%- set literals = {} -%}
+  {%- for name in names -%}
+    {%- if name == 'kpi_timezone' -%}
+      {%- do literals.update({name: "'" ~ kpi_timezone() ~ "'"}) -%}
+    {%- elif name == 'service_level_abandons' -%}
+      {%- do literals.update({name: "'" ~ service_level_abandons() ~ "'"}) -%}
+    {%- else -%}
+      {%- do literals.update({name: whole_number_var(name) | string}) -%}
+    {%- endif -%}
+  {%- endfor -%}
+  {{ return(literals) }}
+{% endmacro %}

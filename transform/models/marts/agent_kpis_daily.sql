@@ -4,6 +4,7 @@
 {{
     config(
         unique_key='call_date',
+        pre_hook="{{ delete_days_to_build(['kpi_timezone']) }}",
         incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
         partition_by=(
             {'field': 'call_date', 'data_type': 'date'} if target.type == 'bigquery' else none
@@ -12,7 +13,7 @@
 }}
 
 with calls as (
-    {{ calls_of_days_to_build() }}
+    {{ calls_of_days_to_build(['kpi_timezone']) }}
 )
 
 select
@@ -25,7 +26,9 @@ select
     sum(wrap_seconds) as wrap_seconds,
     cast(avg(handle_seconds) as {{ type_double() }}) as aht_seconds,
     max(ended_at) as last_ended_at,
-    {{ build_started_at() }} as built_at
+    {{ build_started_at() }} as built_at,
+    -- The var the row was computed with.
+    '{{ kpi_timezone() }}' as kpi_timezone
 from calls
 where outcome = 'answered' and agent_id is not null
 group by call_date, vendor, agent_id

@@ -1,26 +1,27 @@
 {#- Call-centre KPIs per day of `started_at` (in var `kpi_timezone`), vendor,
     direction and queue (a null queue is a group of its own). Definitions:
     transform/README.md. An incremental run rebuilds whole the days of the calls that
-    ended in its window; changing a var below needs `--full-refresh`. -#}
+    `calls` wrote since this mart's last build; every day, after a change of the vars
+    in `kpi_vars` (the row keeps their values). -#}
+{%- set kpi_vars = [
+    'kpi_timezone', 'service_level_seconds', 'short_abandon_seconds', 'service_level_abandons'
+] -%}
 {{
     config(
         unique_key='call_date',
+        pre_hook="{{ delete_days_to_build(" ~ kpi_vars ~ ") }}",
         incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
         partition_by=(
             {'field': 'call_date', 'data_type': 'date'} if target.type == 'bigquery' else none
         ),
     )
 }}
-{%- set sl = var('service_level_seconds') | int -%}
-{%- set short = var('short_abandon_seconds') | int -%}
-{%- set abandons = var('service_level_abandons') -%}
-{%- if abandons not in ('against', 'for', 'ignored') -%}
-  {{ exceptions.raise_compiler_error(
-      "var service_level_abandons is '" ~ abandons ~ "': use against, for or ignored") }}
-{%- endif %}
+{%- set sl = whole_number_var('service_level_seconds') -%}
+{%- set short = whole_number_var('short_abandon_seconds') -%}
+{%- set abandons = service_level_abandons() %}
 
 with calls as (
-    {{ calls_of_days_to_build() }}
+    {{ calls_of_days_to_build(kpi_vars) }}
 ),
 
 flagged as (
@@ -99,7 +100,7 @@ select
     last_ended_at,
     {{ build_started_at() }} as built_at,
     -- The vars the row was computed with.
-    '{{ var('kpi_timezone') }}' as kpi_timezone,
+    '{{ kpi_timezone() }}' as kpi_timezone,
     {{ sl }} as service_level_seconds,
     {{ short }} as short_abandon_seconds,
     '{{ abandons }}' as service_level_abandons

@@ -21,7 +21,8 @@ with tel4vn as (
     select
         'tel4vn' as vendor,
         id as call_id,
-        case when direction = 'local' then 'internal' else direction end as direction,
+        case when lower(direction) = 'local' then 'internal' else lower(direction) end
+            as direction,
         time_started as started_at,
         time_answered as answered_at,
         time_ended as ended_at,
@@ -29,19 +30,19 @@ with tel4vn as (
             when time_answered is not null
                 then {{ dbt.datediff('time_started', 'time_answered', 'second') }}
             else {{ dbt.datediff('time_started', 'time_ended', 'second') }}
-        end as wait_seconds,
+        end as raw_wait_seconds,
         billsec as talk_seconds,
         cast(null as {{ dbt.type_bigint() }}) as hold_seconds,
         cast(null as {{ dbt.type_bigint() }}) as wrap_seconds,
         case
             when time_answered is not null then 'answered'
-            when direction = 'inbound' then 'abandoned'
+            when lower(direction) = 'inbound' then 'abandoned'
             when lower(status) = 'busy' then 'busy'
             when lower(status) = 'no-answer' then 'no_answer'
             else 'failed'
         end as outcome,
         nullif(extension, '') as agent_id,
-        case when direction = 'inbound' then nullif(receive_dest, '') end as queue_id,
+        case when lower(direction) = 'inbound' then nullif(receive_dest, '') end as queue_id,
         cast(null as {{ string }}) as project_id,
         campaign_uuid as campaign_id,
         cause as disconnect_cause,
@@ -57,17 +58,21 @@ vcc as (
     select
         'vcc' as vendor,
         uuid as call_id,
-        direction,
+        lower(direction) as direction,
         start_ts_utc as started_at,
         case when talktime > 0 then billing_ts_utc end as answered_at,
         time_ended as ended_at,
-        coalesce(queuetime, 0) + coalesce(ringtime, 0) as wait_seconds,
+        -- A part not reported counts as 0; neither reported: no wait known.
+        case
+            when queuetime is not null or ringtime is not null
+                then coalesce(queuetime, 0) + coalesce(ringtime, 0)
+        end as raw_wait_seconds,
         talktime as talk_seconds,
         holdtime as hold_seconds,
         afterwork as wrap_seconds,
         case
             when talktime > 0 then 'answered'
-            when direction = 'inbound' then 'abandoned'
+            when lower(direction) = 'inbound' then 'abandoned'
             -- dc is the Q.850 cause: 17 user busy; 16 normal clearing, 18 no user
             -- responding, 19 no answer; anything else a failure.
             when dc = '17' then 'busy'
@@ -100,20 +105,25 @@ select
     started_at,
     answered_at,
     ended_at,
-    wait_seconds,
+    -- A negative wait (answered or ended before it started) is a bad record: unknown,
+    -- rather than a wait that pulls ASA down and counts within the service level.
+    case when raw_wait_seconds >= 0 then raw_wait_seconds end as wait_seconds,
     talk_seconds,
     hold_seconds,
     wrap_seconds,
-    -- A part the vendor does not report (TEL4VN: hold, wrap) counts as 0.
-    coalesce(talk_seconds, 0) + coalesce(hold_seconds, 0) + coalesce(wrap_seconds, 0)
-        as handle_seconds,
+    -- A part the vendor does not report (TEL4VN: hold, wrap) counts as 0; without the
+    -- talk time, the handle time is unknown too (AHT and talk over the same calls).
+    case
+        when talk_seconds is not null
+            then talk_seconds + coalesce(hold_seconds, 0) + coalesce(wrap_seconds, 0)
+    end as handle_seconds,
     outcome,
     agent_id,
     queue_id,
     project_id,
     campaign_id,
     disconnect_cause,
-    {%- if var('include_phone_numbers') %}
+    {%- if var('include_phone_numbers') | string | lower in ('true', 'yes', '1') %}
     from_number,
     to_number,
     {%- endif %}
