@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: a real `meltano run tap-cdr target-duckdb` into output/demo.duckdb, in the
-# Meltano environment `demo` (its own state, apart from a user's runs in `dev`).
+# `make demo`: a real `meltano run tap-cdr target-duckdb dbt-duckdb:build` into
+# output/demo.duckdb, in the Meltano environment `demo` (its own state, apart from a
+# user's runs in `dev`), then the KPI table of the busiest day.
 # Without TAP_CDR_CDR_V3_BASE_URL it runs against the bundled sandbox API, and checks
 # that DuckDB holds exactly the calls the sandbox served for the sync window.
 set -euo pipefail
@@ -11,9 +12,10 @@ TARGET_PYTHON=.meltano/loaders/target-duckdb/venv/bin/python
 mkdir -p output
 
 if [ ! -x .meltano/loaders/target-duckdb/venv/bin/target-duckdb ] \
-  || [ ! -x .meltano/extractors/tap-cdr/venv/bin/tap-cdr ]; then
-  { "$MELTANO" install extractor tap-cdr && "$MELTANO" install loader target-duckdb; } \
-    >output/meltano-install.log 2>&1 || {
+  || [ ! -x .meltano/extractors/tap-cdr/venv/bin/tap-cdr ] \
+  || [ ! -x .meltano/transformers/dbt-duckdb/venv/bin/dbt ]; then
+  { "$MELTANO" install extractor tap-cdr && "$MELTANO" install loader target-duckdb \
+    && "$MELTANO" install transformer dbt-duckdb; } >output/meltano-install.log 2>&1 || {
     cat output/meltano-install.log
     exit 1
   }
@@ -72,7 +74,9 @@ else
   echo "demo: syncing from $TAP_CDR_CDR_V3_BASE_URL"
 fi
 
-if ! "$MELTANO" --environment=demo run tap-cdr target-duckdb >output/demo-run.log 2>&1; then
+# The load, then the KPI models (transform/) on what it loaded.
+if ! "$MELTANO" --environment=demo run tap-cdr target-duckdb dbt-duckdb:build \
+  >output/demo-run.log 2>&1; then
   tail -40 output/demo-run.log
   exit 1
 fi
@@ -91,3 +95,5 @@ extracted=$(grep -o 'cdr_[a-z0-9_]*: emitted [0-9,]* record' output/demo-run.log
   --extracted "${extracted:-0}" --state output/demo-state.json "${checks[@]}"
 grep -h -o 'cdr_by_uuid: the intake store announced [0-9,]* calls\?\|cdr_[a-z0-9_]*: emitted .*' \
   output/demo-run.log | sed 's/^/  this run: /' || true
+grep -h -o 'Done\. PASS=.*' output/demo-run.log | sed 's/^/  this run: dbt-duckdb:build (models and their tests): /' || true
+"$TARGET_PYTHON" scripts/demo_summary.py output/demo.duckdb --kpis

@@ -21,6 +21,7 @@ parser.add_argument("--sandbox", help="the sandbox URL, for the VCC ground truth
 parser.add_argument("--intake-store", help="the demo's intake store (SQLite file)")
 parser.add_argument("--uuids-before", help="cdr_by_uuid uuids loaded before this run")
 parser.add_argument("--save-uuids", help="write the cdr_by_uuid uuids loaded so far, and exit")
+parser.add_argument("--kpis", action="store_true", help="print the KPI table of the busiest day")
 args = parser.parse_args()
 
 
@@ -36,6 +37,70 @@ def counted(number: int, noun: str) -> str:
     return f"{number:,} {noun if number == 1 else noun + 's'}"
 
 
+def service_level_words(seconds: int, short: int, abandons: str) -> str:
+    eligible = f"(offered - abandons under {short} s)"
+    return {
+        "against": f"answered within {seconds} s / {eligible}",
+        "for": f"(answered within {seconds} s + abandons of {short}-{seconds} s) / {eligible}",
+        "ignored": f"answered within {seconds} s / answered",
+    }[abandons]
+
+
+KPI_COLUMNS = (
+    # heading, width, left-aligned
+    ("vendor", 7, True),
+    ("direction", 9, True),
+    ("queue", 5, True),
+    ("offered", 7, False),
+    ("answered", 8, False),
+    ("abandoned", 9, False),
+    ("short", 5, False),
+    ("within SL", 9, False),
+    ("SL", 5, False),
+    ("ASA", 5, False),
+    ("AHT", 5, False),
+)
+
+
+def kpi_line(cells: list[str]) -> str:
+    return "  " + " ".join(
+        f"{cell:<{width}}" if left else f"{cell:>{width}}"
+        for cell, (_, width, left) in zip(cells, KPI_COLUMNS, strict=True)
+    )
+
+
+def kpi_table(db: duckdb.DuckDBPyConnection) -> None:
+    """The KPI mart's rows of the busiest day, as dbt built them (transform/)."""
+    if ("call_kpis_daily",) not in db.sql(
+        "select table_name from information_schema.tables where table_schema = 'analytics'"
+    ).fetchall():
+        print("  no KPI table: dbt-duckdb:build did not run")
+        return
+    day, zone, seconds, short, abandons = db.sql(
+        "select call_date, kpi_timezone, service_level_seconds, short_abandon_seconds, "
+        "service_level_abandons from analytics.call_kpis_daily group by all "
+        # The busiest day, not the newest: run just after midnight, the newest holds a call.
+        "order by sum(offered) desc, call_date desc limit 1"
+    ).fetchone()
+    rows = db.execute(
+        "select vendor, direction, coalesce(queue_id, '-'), offered, answered, abandoned, "
+        "short_abandoned, answered_within_sl, service_level, asa_seconds, aht_seconds "
+        "from analytics.call_kpis_daily where call_date = ? order by vendor, direction, queue_id",
+        [day],
+    ).fetchall()
+    print()
+    print(f"KPIs of {day} ({zone}), the busiest day: analytics.call_kpis_daily, built by dbt,")
+    print("  per vendor, direction and queue; service level (SL) =")
+    print(f"  {service_level_words(seconds, short, abandons)}; ASA (mean wait) and AHT")
+    print("  (mean talk + hold + wrap) of the answered calls, in seconds")
+    print(kpi_line([heading for heading, _, _ in KPI_COLUMNS]))
+    for vendor, direction, queue, *counts, level, asa, aht in rows:
+        cells = [vendor, direction, queue, *(f"{n:,}" for n in counts)]
+        cells.append(f"{level:.0%}" if level is not None else "-")
+        cells += [f"{v:.0f}" if v is not None else "-" for v in (asa, aht)]
+        print(kpi_line(cells))
+
+
 db = duckdb.connect(args.path, read_only=True)
 tables = {name for (name,) in db.sql("select table_name from information_schema.tables").fetchall()}
 loaded = (
@@ -45,6 +110,9 @@ loaded = (
 )
 if args.save_uuids:
     Path(args.save_uuids).write_text("".join(f"{u}\n" for u in loaded))
+    sys.exit(0)
+if args.kpis:
+    kpi_table(db)
     sys.exit(0)
 
 table = "tap_cdr.cdr_v3"
@@ -114,5 +182,7 @@ if args.sandbox:
         f"this run: {len(again)}"
     )
     failed |= bool(again)
+
+
 if failed:
     sys.exit(1)

@@ -6,6 +6,8 @@
   repository: tap-cdr is on no public index, and a bare `pip_url: tap-cdr` would
   install whatever a public index holds under that name.
 - `plugin/<loader>.yml`: the loaders this project tests, as pinned in meltano.yml.
+- `plugin/<transformer>.yml`: dbt for each warehouse, running the models of
+  transform/ (a Meltano project of a user's own copies that folder).
 - The `tap-cdr` entry of meltano.yml gets the tap's capabilities and settings.
 
     python scripts/meltano_plugins.py            # rewrite them
@@ -131,20 +133,23 @@ def tap_body(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def loader_definitions() -> dict[str, dict[str, Any]]:
-    """The loaders of meltano.yml that users add (not the tests' variants)."""
+def plugin_definitions(plugin_type: str) -> dict[str, dict[str, Any]]:
+    """The loaders (or transformers) of meltano.yml that users add (not the tests'
+    variants), without this project's config."""
     project = yaml.safe_load(MELTANO_YML.read_text())
     found = {}
-    for loader in project["plugins"]["loaders"]:
-        if "inherit_from" in loader:
+    for plugin in project["plugins"][f"{plugin_type}s"]:
+        if "inherit_from" in plugin:
             continue
         definition = {
-            key: loader[key]
+            key: plugin[key]
             for key in ("name", "namespace", "variant", "pip_url", "executable")
-            if key in loader
+            if key in plugin
         }
-        definition |= {key: loader[key] for key in ("capabilities", "settings") if key in loader}
-        found[loader["name"]] = definition
+        definition |= {
+            key: plugin[key] for key in ("capabilities", "settings", "commands") if key in plugin
+        }
+        found[plugin["name"]] = definition
     return found
 
 
@@ -164,8 +169,9 @@ def meltano_yml_with(body: dict[str, Any]) -> str:
 
 def expected_files() -> dict[Path, str]:
     files = {}
-    for name, definition in loader_definitions().items():
-        files[PLUGINS / f"{name}.yml"] = dumped(definition, "loader")
+    for plugin_type in ("loader", "transformer"):
+        for name, definition in plugin_definitions(plugin_type).items():
+            files[PLUGINS / f"{name}.yml"] = dumped(definition, plugin_type)
     files[MELTANO_YML] = meltano_yml_with(tap_body(about()))
     return files
 

@@ -48,9 +48,13 @@ def test_available_at_once_with_derived_time_ended(vcc):
         assert record["next_contact"] is None and record["next_contact_utc"] is None
         assert "recordCustomFielData" not in record
         assert isinstance(record["recordCustomFieldData"], dict)
-    answered = [r for r in result.records if r["billingtime"]]
-    unanswered = [r for r in result.records if not r["billingtime"]]
+    # VCC Live: answered when there was talk time (an abandoned call has billing time
+    # too: its IVR and queue).
+    answered = [r for r in result.records if r["talktime"]]
+    unanswered = [r for r in result.records if not r["talktime"]]
     assert answered and unanswered
+    assert all(r["billing_ts_utc"] is None for r in unanswered)
+    assert all(r["billing_ts_utc"] is not None for r in answered)
     assert pending_of(result) == {}
 
 

@@ -91,6 +91,21 @@ def test_the_readme_commands_work_as_written_in_a_new_folder(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     project = home / "cdr-pipeline"
     assert (project / "output" / "cdr.duckdb").stat().st_size > 0
+    # The KPI models, built by the user's dbt-duckdb on what target-duckdb loaded.
+    loader_python = project / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "python"
+    script = (
+        "import duckdb, sys; db = duckdb.connect(sys.argv[1], read_only=True); print(*db.sql("
+        "'select (select count(*) from tap_cdr.cdr_v3) + (select count(*) from "
+        "tap_cdr.cdr_by_uuid), (select count(*) from analytics.calls), "
+        "(select sum(offered) from analytics.call_kpis_daily)').fetchone())"
+    )
+    counts = subprocess.run(
+        [str(loader_python), "-c", script, str(project / "output" / "cdr.duckdb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert counts[0] == counts[1] == counts[2] and int(counts[0]) > 0
     assert "Plugin configuration is valid" in proc.stdout + proc.stderr
     secrets = (project / ".env").read_text()
     assert (

@@ -1,6 +1,8 @@
 """The README's Snowflake and BigQuery recipes, proven against local emulators:
 `meltano run tap-cdr target-...` loads both streams from the sandbox with the
-recipe's settings (meltano.yml), exactly once, with the documented column types.
+recipe's settings (meltano.yml), exactly once, with the documented column types;
+`meltano run tap-cdr target-... dbt-...:build` builds the KPI models (transform/)
+on what it loaded, each cell equal to the definitions computed from the sandbox.
 
 Each emulator runs in its own virtualenv (`make test` builds .venv-fakesnow and
 .venv-bqemulator); the loaders are the ones Meltano installs from meltano.yml, run
@@ -24,11 +26,13 @@ import pytest
 import requests
 from typing_extensions import override
 
+from tests.test_kpis import compare, expected_call_kpis, expected_calls, tel4vn_calls, vcc_calls
 from tests.warehouse_support import (
     RECORDS,
     ROOT,
     VCC_RECORDS,
     ensure_loader,
+    ensure_transformer,
     meltano,
     run_pipeline,
     sandbox_env,
@@ -119,11 +123,14 @@ def snowflake(url: str, *queries: str) -> list:
     return json.loads(proc.stdout)
 
 
-def test_snowflake_recipe_loads_each_call_once_with_the_documented_types(fakesnow, sandbox_env):
-    server, env = sandbox_env
-    loader = "target-snowflake-on-fakesnow"
-    ensure_loader(env, loader)
-    env = {
+def snowflake_env(fakesnow: str, env: dict[str, str]) -> dict[str, str]:
+    """The recipe's loader on fakesnow, into a database and schema that exist."""
+    snowflake(
+        fakesnow,
+        "create database if not exists TAPCDR",
+        "create schema if not exists TAPCDR.TAP_CDR",
+    )
+    return {
         **env,
         **LOOKBACK,
         "FAKESNOW_URL": fakesnow,
@@ -132,11 +139,13 @@ def test_snowflake_recipe_loads_each_call_once_with_the_documented_types(fakesno
         "TARGET_SNOWFLAKE_PASSWORD": "emulator",
         "TARGET_SNOWFLAKE_DATABASE": "TAPCDR",
     }
-    snowflake(
-        fakesnow,
-        "create database if not exists TAPCDR",
-        "create schema if not exists TAPCDR.TAP_CDR",
-    )
+
+
+def test_snowflake_recipe_loads_each_call_once_with_the_documented_types(fakesnow, sandbox_env):
+    server, env = sandbox_env
+    loader = "target-snowflake-on-fakesnow"
+    ensure_loader(env, loader)
+    env = snowflake_env(fakesnow, env)
     meltano(env, "state", "clear", "--force", f"dev:tap-cdr-to-{loader}")
     run_pipeline(env, loader)
 
@@ -264,12 +273,9 @@ select * except (row_num) from (
 """
 
 
-def test_bigquery_recipe_loads_each_call_once_with_the_documented_types(bqemulator, sandbox_env):
-    server, env = sandbox_env
+def bigquery_env(bqemulator: tuple[str, str], env: dict[str, str]) -> dict[str, str]:
     url, metadata = bqemulator
-    loader = "target-bigquery-on-bqemulator"
-    ensure_loader(env, loader)
-    env = {
+    return {
         **env,
         **LOOKBACK,
         "BIGQUERY_EMULATOR_HOST": url,
@@ -281,6 +287,14 @@ def test_bigquery_recipe_loads_each_call_once_with_the_documented_types(bqemulat
         # README's deduplicating view; the recipe's upsert needs a real account.
         "TARGET_BIGQUERY_UPSERT": "false",
     }
+
+
+def test_bigquery_recipe_loads_each_call_once_with_the_documented_types(bqemulator, sandbox_env):
+    server, env = sandbox_env
+    url, _ = bqemulator
+    loader = "target-bigquery-on-bqemulator"
+    ensure_loader(env, loader)
+    env = bigquery_env(bqemulator, env)
     meltano(env, "state", "clear", "--force", f"dev:tap-cdr-to-{loader}")
     run_pipeline(env, loader)
 
@@ -323,3 +337,141 @@ def test_bigquery_recipe_loads_each_call_once_with_the_documented_types(bqemulat
     [[rows, latest]] = bigquery(url, counts.format("cdr_by_uuid"))
     assert int(rows) > VCC_RECORDS
     assert int(latest) == VCC_RECORDS
+
+
+# -- the KPI models (transform/) on both emulators ---------------------------------------
+
+KPI_KEY = ("call_date", "vendor", "direction", "queue_id")
+
+
+def kpi_truth(server) -> tuple[dict, dict]:
+    """calls and call_kpis_daily (default vars) as the definitions give them, for the
+    calls the sandbox_env pipeline loads: every v3 call of its range, every VCC call."""
+    calls = tel4vn_calls(server.config.v3, None) + vcc_calls(server.config.vcc, None)
+    assert len(calls) == RECORDS + VCC_RECORDS
+    return expected_calls(calls), expected_call_kpis(calls, "UTC", 20, 5, "against")
+
+
+def dbt_on_emulator(
+    env: dict[str, str], loader: str, transformer: str, tmp_path: Path, output: dict[str, object]
+) -> dict[str, str]:
+    """The loader and the dbt transformer installed, and dbt pointed at the emulator by a
+    profiles.yml of the test's own (the shipped ones are for real accounts): the
+    transformer's `profiles_dir` setting, for the environment."""
+    ensure_loader(env, loader)
+    ensure_transformer(env, transformer)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    profile = {"tap_cdr": {"target": "emulator", "outputs": {"emulator": output}}}
+    (profiles / "profiles.yml").write_text(json.dumps(profile))  # JSON is YAML
+    return {f"{transformer.upper().replace('-', '_')}_PROFILES_DIR": str(profiles)}
+
+
+def text_select(table: str, columns: list[str], stamp: str, day: str) -> str:
+    """A select of `columns` of a model, its timestamps and dates as text (`stamp` and
+    `day`: the warehouse's formatting of `{}`), as the other warehouses give them."""
+    timestamps = ("started_at", "answered_at", "ended_at", "last_ended_at")
+    parts = [
+        stamp.format(c) if c in timestamps else day.format(c) if c == "call_date" else c
+        for c in columns
+    ]
+    return f"select {', '.join(parts)} from analytics.{table}"
+
+
+def typed(rows: list[list], columns: list[str], wanted: dict) -> list[dict]:
+    """Rows as dicts; numbers given as text (BigQuery's REST API) read as numbers."""
+    numeric = {c for row in wanted.values() for c, v in row.items() if isinstance(v, (int, float))}
+    return [
+        {
+            c: (float(v) if c in numeric and isinstance(v, str) else v)
+            for c, v in zip(columns, row, strict=True)
+        }
+        for row in rows
+    ]
+
+
+def check_models(query, stamp: str, day: str, server) -> None:
+    """calls and call_kpis_daily, every cell, against the definitions."""
+    calls, kpis = kpi_truth(server)
+    call_columns = ["vendor", "call_id", *next(iter(calls.values()))]
+    kpi_columns = [*KPI_KEY, *next(iter(kpis.values()))]
+    call_rows = query(text_select("calls", call_columns, stamp, day))
+    kpi_rows = query(text_select("call_kpis_daily", kpi_columns, stamp, day))
+    compare(typed(call_rows, call_columns, calls), ("vendor", "call_id"), calls)
+    compare(typed(kpi_rows, kpi_columns, kpis), KPI_KEY, kpis)
+
+
+def test_kpi_models_compile_and_build_on_fakesnow(fakesnow, sandbox_env, tmp_path):
+    server, env = sandbox_env
+    loader, transformer = "target-snowflake-on-fakesnow", "dbt-snowflake"
+    dbt_env = dbt_on_emulator(
+        env,
+        loader,
+        transformer,
+        tmp_path,
+        {
+            "type": "snowflake",
+            "account": "tapcdr",
+            "user": "tapcdr",
+            "password": "emulator",
+            "database": "TAPCDR",
+            "schema": "analytics",
+            "host": "127.0.0.1",
+            "port": int(fakesnow.rsplit(":", 1)[1]),
+            "protocol": "http",
+            "threads": 1,
+        },
+    )
+    env = {**snowflake_env(fakesnow, env), **dbt_env}
+    snowflake(fakesnow, "drop schema if exists TAPCDR.ANALYTICS cascade")
+    # The load, then the models' first (full) build and their tests. An incremental
+    # build needs a real account: fakesnow cannot create its temporary tables.
+    run_pipeline(env, loader, f"{transformer}:build")
+    compiled = meltano(env, "invoke", transformer, "compile")  # reads the loaded columns
+    assert compiled.returncode == 0, compiled.stdout[-3000:] + compiled.stderr[-3000:]
+    check_models(
+        lambda sql: snowflake(fakesnow, sql)[0],
+        "to_varchar({0}, 'YYYY-MM-DD HH24:MI:SS') as {0}",
+        "to_varchar({0}, 'YYYY-MM-DD') as {0}",
+        server,
+    )
+
+
+def test_kpi_models_compile_and_build_on_bqemulator(bqemulator, sandbox_env, tmp_path):
+    server, env = sandbox_env
+    url, _ = bqemulator
+    loader, transformer = "target-bigquery-on-bqemulator", "dbt-bigquery"
+    dbt_env = dbt_on_emulator(
+        env,
+        loader,
+        transformer,
+        tmp_path,
+        {
+            "type": "bigquery",
+            "method": "oauth",
+            "project": "tapcdr",
+            "dataset": "analytics",
+            "location": "US",
+            "api_endpoint": url,
+            "threads": 1,
+        },
+    )
+    env = {**bigquery_env(bqemulator, env), **dbt_env}
+    # Appended, not merged (see above): the staging models keep each call's newest load.
+    run_pipeline(env, loader)
+    run_pipeline(env, loader, f"{transformer}:build")
+    [[rows]] = bigquery(url, "select count(*) from tap_cdr.cdr_v3")
+    assert int(rows) > RECORDS  # the lookback's re-reads, appended
+    # A second build: calls merges the calls of its window. (bqemulator cannot parse the
+    # marts' insert_overwrite script: their incremental build needs a real account.)
+    again = meltano(env, "invoke", transformer, "build", "--select", "calls")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "1 incremental model" in again.stdout
+    compiled = meltano(env, "invoke", transformer, "compile")  # reads the loaded columns
+    assert compiled.returncode == 0, compiled.stdout[-3000:] + compiled.stderr[-3000:]
+    check_models(
+        lambda sql: bigquery(url, sql),
+        "format_timestamp('%Y-%m-%d %H:%M:%S', {0}) as {0}",
+        "cast({0} as string) as {0}",
+        server,
+    )

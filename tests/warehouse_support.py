@@ -75,9 +75,17 @@ def ensure_loader(env: dict, loader: str) -> None:
             assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def run_pipeline(env: dict, loader: str) -> None:
-    proc = meltano(env, "run", "tap-cdr", loader)
+def ensure_transformer(env: dict, transformer: str) -> None:
+    """Install a dbt transformer of meltano.yml, if not yet there."""
+    if not (ROOT / ".meltano" / "transformers" / transformer / "venv").exists():
+        proc = meltano(env, "install", "transformer", transformer)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def run_pipeline(env: dict, loader: str, *more: str) -> None:
+    proc = meltano(env, "run", "tap-cdr", loader, *more)
     if proc.returncode != 0:
-        # The loader's own lines say why; Meltano's traceback after them does not.
-        lines = [line for line in proc.stderr.splitlines() if f" {loader} " in line]
+        # The plugins' own lines say why; Meltano's traceback after them does not.
+        names = (loader, *(step.split(":")[0] for step in more))
+        lines = [line for line in proc.stderr.splitlines() if any(f" {n} " in line for n in names)]
         pytest.fail("\n".join(lines[-60:]) or proc.stderr[-4000:])

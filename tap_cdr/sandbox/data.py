@@ -17,6 +17,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 FMT = "%Y-%m-%d %H:%M:%S"
@@ -36,6 +37,19 @@ OUTCOMES = (
     ("no-answer", "NO_ANSWER", "send_cancel", False),
     ("failed", "CALL_REJECTED", "recv_refuse", False),
 )
+# How an inbound caller who gave up is recorded: mostly a cancel while queued.
+ABANDONS = (
+    ("no-answer", "ORIGINATOR_CANCEL", "recv_cancel"),
+    ("no-answer", "ORIGINATOR_CANCEL", "recv_cancel"),
+    ("no-answer", "ORIGINATOR_CANCEL", "recv_cancel"),
+    ("busy", "USER_BUSY", "recv_refuse"),
+    ("failed", "CALL_REJECTED", "recv_refuse"),
+)
+# The call centre: inbound calls to a hotline land in a queue (`receive_dest`) and are
+# answered by an agent's extension; outbound calls are autocall campaigns or an agent's
+# manual calls; local calls go from one extension to another.
+V3_QUEUES = ("8001", "8002", "8003")
+V3_AGENTS = tuple(str(extension) for extension in range(101, 113))
 NAMES = (
     "Đỗ Thị Ngà",
     "Nguyễn Văn An",
@@ -113,21 +127,36 @@ class V3Dataset:
     def record(self, i: int) -> dict:
         rng = random.Random(self.seed * 1_000_003 + i)
         ended = self.ended_epoch(i)
-        status, cause, disposition, answered = rng.choice(OUTCOMES)
-        direction = rng.choice(("outbound", "outbound", "inbound", "local"))
+        direction = rng.choices(("inbound", "outbound", "local"), weights=(5, 4, 1))[0]
         app = "autocall" if direction == "outbound" and rng.random() < 0.7 else "call"
-        ring = rng.randint(2, 25)
-        talk = rng.randint(5, 900) if answered else 0
-        duration = ring + talk
-        started = ended - duration
         hotline = rng.choice(HOTLINES)
         customer = "09" + "".join(rng.choice("0123456789") for _ in range(8))
-        extension = "" if app == "autocall" else str(rng.randint(101, 130))
-        from_number, to_number = (
-            (hotline, customer) if direction == "outbound" else (customer, hotline)
-        )
-        if direction == "local":
-            from_number, to_number = extension or "101", str(rng.randint(101, 130))
+        receive_dest = ""
+        if direction == "inbound":
+            # Queued, then answered by an agent or abandoned: waits of a few seconds
+            # to minutes, so that thresholds of 5 and 20 seconds both divide them.
+            answered = rng.random() < 0.78
+            if answered:
+                status, cause, disposition, _ = rng.choice(OUTCOMES[:2])
+                wait = min(300, 1 + int(rng.expovariate(1 / 15)))
+            else:
+                status, cause, disposition = rng.choice(ABANDONS)
+                wait = min(300, 1 + int(rng.expovariate(1 / 25)))
+            talk = rng.randint(20, 900) if answered else 0
+            extension = rng.choice(V3_AGENTS) if answered else ""
+            receive_dest = rng.choice(V3_QUEUES)
+            from_number, to_number = customer, hotline
+        else:
+            status, cause, disposition, answered = rng.choice(OUTCOMES)
+            wait = rng.randint(2, 25)  # ringing
+            talk = rng.randint(5, 900) if answered else 0
+            extension = "" if app == "autocall" else rng.choice(V3_AGENTS)
+            from_number, to_number = hotline, customer
+            if direction == "local":
+                callee = rng.choice(V3_AGENTS)
+                from_number, to_number, receive_dest = extension, callee, callee
+        duration = wait + talk
+        started = ended - duration
         call_id = _uuid(rng)
         name = rng.choice(NAMES)
         presskey = rng.random() < 0.2
@@ -142,15 +171,15 @@ class V3Dataset:
             "extension": extension,
             "from_number": from_number,
             "to_number": to_number,
-            "receive_dest": "",
+            "receive_dest": receive_dest,
             "time_started": self.local(started),
-            "time_answered": self.local(started + ring) if answered else "",
+            "time_answered": self.local(started + wait) if answered else "",
             "time_ended": self.local(ended),
             "time_ringging": self.local(started),
             "status": status,
             "billsec": talk,
             "app": app,
-            "press_key": json.dumps({"1": self.local(started + ring + 3)}) if presskey else "{}",
+            "press_key": json.dumps({"1": self.local(started + wait + 3)}) if presskey else "{}",
             "fullname": "",
             "email": "",
             "username": f"agent{extension}" if extension else "",
@@ -171,8 +200,8 @@ class V3Dataset:
                 "sdt": "09" + "".join(rng.choice("0123456789") for _ in range(8)),
                 "ten": name,
             },
-            "autocall_presskey_epoch": str(started + ring + 3) if presskey else "",
-            "time_presskey": self.local(started + ring + 3) if presskey else "",
+            "autocall_presskey_epoch": str(started + wait + 3) if presskey else "",
+            "time_presskey": self.local(started + wait + 3) if presskey else "",
             "presskey_delay": 3 if presskey else 0,
             "autocall_recording_url": "",
             **self.extra_fields,
@@ -185,6 +214,25 @@ class V3Dataset:
             if len(self._cache) < 3_000_000:
                 self._cache[i] = cached
         return cached
+
+
+class VccCall(NamedTuple):
+    """A VCC Live call's durations, in seconds. ``billing`` is the whole call after
+    the ringing (the IVR, the queue and the conversation), as VCC Live documents
+    ``billingtime``."""
+
+    inbound: bool
+    answered: bool
+    ivr: int
+    queue: int
+    ring: int
+    talk: int
+    hold: int
+    wrap: int
+
+    @property
+    def billing(self) -> int:
+        return self.ivr + self.queue + self.talk + self.hold
 
 
 @dataclass
@@ -235,20 +283,32 @@ class VccDataset:
             return int(late_evening.timestamp())
         return int(self.anchor.timestamp()) - (self.records - 1 - i) * self.step_seconds
 
-    def _timing(self, i: int) -> tuple[random.Random, int, bool, int, int]:
-        """The record's generator, start, and whether answered, ring and billing seconds
-        (the first draws of the generator, so that the end time costs no record)."""
+    def _timing(self, i: int) -> tuple[random.Random, int, VccCall]:
+        """The record's generator, start, and call (the first draws of the generator,
+        so that the end time costs no record)."""
         rng = random.Random(f"vcc-record-{self.seed}-{i}")
-        answered = rng.random() < 0.6
-        ring = rng.randint(3, 30)
-        billing = rng.randint(10, 600) if answered else 0
-        if i == 2:
-            answered, billing = True, 30 * 60 - ring
-        return rng, self.start_epoch(i), answered, ring, billing
+        inbound = rng.random() < 0.6
+        answered = rng.random() < (0.8 if inbound else 0.5)
+        if inbound:
+            # IVR, then the queue, then the agent's phone rings: a caller gives up in
+            # the queue or while it rings, after a few seconds or minutes.
+            ivr = rng.randint(0, 20)
+            queue = min(600, int(rng.expovariate(1 / 20)))
+            ring = rng.randint(2, 12) if answered or rng.random() < 0.3 else 0
+        else:
+            ivr, queue, ring = 0, 0, rng.randint(3, 30)
+        talk = rng.randint(30, 900) if answered else 0
+        hold = rng.choice((0, 0, rng.randint(5, 120))) if answered else 0
+        wrap = rng.randint(5, 90) if answered else 0
+        if i == 2:  # an inbound call of 30 minutes, across midnight
+            inbound, answered, ivr, queue, ring, hold, wrap = True, True, 5, 10, 5, 0, 20
+            talk = 30 * 60 - ivr - queue - ring
+        call = VccCall(inbound, answered, ivr, queue, ring, talk, hold, wrap)
+        return rng, self.start_epoch(i), call
 
     def ended_epoch(self, i: int) -> int:
-        _, start, _, ring, billing = self._timing(i)
-        return start + ring + billing
+        _, start, call = self._timing(i)
+        return start + call.ring + call.billing
 
     def project_of(self, i: int) -> int:
         return self._timing(i)[0].randint(1, 5)  # the record's next draw: its projectid
@@ -291,48 +351,61 @@ class VccDataset:
         return cached
 
     def record(self, i: int) -> dict:
-        rng, start, answered, ring, billing = self._timing(i)
+        rng, start, call = self._timing(i)
+        projectid = rng.randint(1, 5)  # the next draw, as project_of() knows
         local = datetime.fromtimestamp(start, self._tz)
         utc = datetime.fromtimestamp(start, timezone.utc)
-        billing_local = datetime.fromtimestamp(start + ring, self._tz)
-        billing_utc = datetime.fromtimestamp(start + ring, timezone.utc)
+        # The conversation begins when the agent picks up, after the IVR, the queue
+        # and the ringing.
+        conversation = start + call.ivr + call.queue + call.ring
+        billing_local = datetime.fromtimestamp(conversation, self._tz)
+        billing_utc = datetime.fromtimestamp(conversation, timezone.utc)
         uuid = self.uuids[i]
         custom_key = "recordCustomFieldData" if i % 2 == 0 else "recordCustomFielData"
+        answered, billing = call.answered, call.billing
+        work = call.ring + billing + call.wrap
+        if answered:
+            dc = 16  # Q.850 normal clearing
+        elif call.inbound:
+            dc = 16  # the caller hung up
+        else:
+            dc = rng.choice((19, 19, 17, 16, 21))  # no answer, busy, cleared, rejected
         return {
-            "projectid": rng.randint(1, 5),
-            "ringtime": ring,
+            "projectid": projectid,
+            "ringtime": call.ring,
             "special": False,
             "dispositionreach": 2 if answered else 1,
-            "direction": rng.choice(("outbound", "inbound")),
+            "direction": "inbound" if call.inbound else "outbound",
             "prework": 0,
             "uuid": uuid,
             "shortid": f"{i:04X}T{rng.randint(0, 999):03d}E",
-            "beforequeuetime": rng.randint(0, 20),
-            "userid": rng.randint(1, 40) if answered else -1,
+            "beforequeuetime": call.ivr,
+            "userid": rng.randint(1, 12) if answered else -1,
             "dispositionstatus": rng.randint(1, 9),
             "callfilename": uuid,
             "destination": "36" + "".join(rng.choice("0123456789") for _ in range(8)),
             "start_ts": local.strftime(FMT),
             "start_ts_utc": utc.strftime(FMT),
-            "afterwork": rng.randint(0, 30),
+            "afterwork": call.wrap,
             "source": "36" + "".join(rng.choice("0123456789") for _ in range(9)),
-            "queuetime": rng.randint(0, 60),
+            "queuetime": call.queue,
             "numberid": i + 1,
             "billingtime": billing,
             "dispositionid": rng.randint(1, 4),
             "billing_ts": billing_local.strftime(FMT) if answered else "0000-00-00 00:00:00",
             "billing_ts_utc": billing_utc.strftime(FMT) if answered else "0000-00-00 00:00:00",
-            "holdtime": rng.randint(0, 30) if answered else 0,
-            "talktime": max(0, billing - 5) if answered else 0,
-            "queueid": rng.randint(1, 10),
+            "holdtime": call.hold,
+            "talktime": call.talk,
+            # Queues 1-4 take inbound calls, 5-6 are the outbound campaigns'.
+            "queueid": rng.randint(1, 4) if call.inbound else rng.randint(5, 6),
             "next_contact": "0000-00-00 00:00:00",
             "next_contact_utc": "0000-00-00 00:00:00",
-            "sum_work": f"00:{(ring + billing) // 60 % 60:02d}:{(ring + billing) % 60:02d}",
+            "sum_work": f"{work // 3600:02d}:{work // 60 % 60:02d}:{work % 60:02d}",
             "call_quantity": f"{rng.random():.6f}",
             "call_rate": None,
             "currency": rng.choice((None, "HUF", "EUR")),
             "hangup_disposition": rng.choice(("customer", "agent")),
-            "dc": rng.choice((16, 17, 19)),
+            "dc": dc,
             "dialermode": rng.randint(1, 3),
             "vcc_score": None,
             "pricetag": "hu-out-mobile",
