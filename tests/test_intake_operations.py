@@ -195,6 +195,59 @@ def test_prune_refuses_a_sqlite_store_that_does_not_exist(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_prune_refuses_a_database_without_the_store_and_creates_nothing(tmp_path):
+    empty = tmp_path / "other.db"
+    execute(f"sqlite:///{empty}", "create table something_else (x integer)")
+    refused = subprocess.run(
+        [str(RECEIVER), "--store", f"sqlite:///{empty}", "prune", "--older-than", "90d"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert line == (
+        f"tap-cdr-intake prune: sqlite:///{empty} holds no intake store (no table "
+        "announced_calls): set --store or TAP_CDR_INTAKE_STORE to the receiver's store"
+    )
+    assert rows(f"sqlite:///{empty}", "select name from sqlite_master where type = 'table'") == [
+        ("something_else",)
+    ]
+
+
+def test_a_store_url_of_another_database_is_one_line_naming_the_setting(tmp_path):
+    refused = subprocess.run(
+        [str(RECEIVER), "--store", "mysql://intake@127.0.0.1/intake"],
+        env={"PATH": "/usr/bin:/bin", "TAP_CDR_INTAKE_SECRET_KEY": "k" * 32},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "mysql:// is not a store: use sqlite:///... or postgresql://..." in line
+    assert "check --store or TAP_CDR_INTAKE_STORE" in line
+
+
+def test_a_port_in_use_is_never_logged_as_listened_on(tmp_path):
+    first = Receiver(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "a.log").start()
+    try:
+        second = subprocess.run(
+            [str(RECEIVER), "--port", str(first.port), "--store", f"sqlite:///{tmp_path / 'b.db'}"],
+            env={"PATH": "/usr/bin:/bin", "TAP_CDR_INTAKE_SECRET_KEY": "k" * 32},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        first.stop()
+    assert second.returncode != 0
+    assert "address already in use" in second.stderr
+    assert "listening on" not in second.stderr
+    assert "listening on" in (tmp_path / "a.log").read_text()
+
+
 def test_help_says_the_key_is_for_serving_and_version_says_the_version():
     def run(*args: str) -> str:
         return subprocess.run(
@@ -252,7 +305,7 @@ def test_the_readme_systemd_units_are_valid(tmp_path):
     for needed in (
         "After=network-online.target", "Wants=network-online.target",
         "StartLimitIntervalSec=0", "RestartSec=2", "WantedBy=multi-user.target",
-        "DynamicUser=yes", "StateDirectory=tap-cdr-intake", "LimitNOFILE=65536",
+        "User=tap-cdr", "StateDirectory=tap-cdr-intake", "LimitNOFILE=65536",
     ):  # fmt: skip
         assert needed in unit.splitlines(), needed
     service, timer = unit_text("prune-timer").split("# tap-cdr-intake-prune.timer\n")

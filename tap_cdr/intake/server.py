@@ -26,6 +26,7 @@ else:
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
     from prometheus_client import Counter
     from starlette.applications import Starlette
@@ -176,6 +177,16 @@ class GracefulServer(uvicorn.Server):
     kernel had already accepted for it: closing the listening socket resets every
     connection still in its queue, requests sent and all."""
 
+    def __init__(self, config: uvicorn.Config, listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.listening = listening
+
+    @override
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening()
+
     @override
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # A duplicate keeps each listening socket open while uvicorn stops serving it.
@@ -203,7 +214,12 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Starlette, host: str, port: int, max_connections: int) -> None:
+def serve(
+    app: Starlette, host: str, port: int, max_connections: int, listening: Callable[[], None]
+) -> None:
+    """Serve ``app``; ``listening`` is called once the port is bound (not before: a port
+    in use must not be logged as listened on)."""
+
     class Protocol(HeaderDeadline):
         rejected = app.state.metrics.rejected
 
@@ -220,4 +236,4 @@ def serve(app: Starlette, host: str, port: int, max_connections: int) -> None:
         access_log=False,
         log_level="warning",
     )
-    GracefulServer(config).run()
+    GracefulServer(config, listening).run()

@@ -37,6 +37,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     make_url,
     select,
     text,
@@ -139,7 +140,21 @@ def store_url(url: str) -> URL:
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        # A ValueError: one line naming the setting (not "install the intake extra").
+        raise ValueError(
+            f"{parsed.drivername}:// is not a store: use sqlite:///... or postgresql://..."
+        )
     return parsed
+
+
+def has_store(url: str) -> bool:
+    """Whether the database at ``url`` holds the store's tables (it is not created)."""
+    engine = _engine(url, "tap-cdr-intake")
+    try:
+        return inspect(engine).has_table("announced_calls")
+    finally:
+        engine.dispose()
 
 
 _PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&'\"]+)", re.IGNORECASE)
