@@ -61,10 +61,23 @@ class HeaderDeadline(HttpToolsProtocol):
     request_deadline: asyncio.TimerHandle | None = None
     header_bytes = 0
     stopping = False
+    counted = False
     rejected: Counter | None = None  # the receiver's count of refused requests, by reason
+    # Open connections, of all the protocol's instances: uvicorn bounds the requests at
+    # once, not the connections (idle ones, or ones still sending headers), and past the
+    # open-file limit the event loop resets every new connection, webhooks too.
+    open_connections = 0
+    max_open = 1 << 30
 
     @override
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if HeaderDeadline.open_connections >= self.max_open:
+            transport.abort()  # before a byte is read: the client may try again
+            if self.rejected is not None:
+                self.rejected.labels("too_many_connections").inc()
+            return
+        HeaderDeadline.open_connections += 1
+        self.counted = True
         super().connection_made(transport)
         self.deadline = self.loop.call_later(HEADER_SECONDS, self._too_slow)
 
@@ -117,6 +130,10 @@ class HeaderDeadline(HttpToolsProtocol):
 
     @override
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.counted:
+            return  # refused in connection_made: uvicorn never knew it
+        HeaderDeadline.open_connections -= 1
+        self.counted = False
         self._cancel("deadline")
         self._cancel("request_deadline")
         super().connection_lost(exc)
@@ -222,6 +239,8 @@ def serve(
 
     class Protocol(HeaderDeadline):
         rejected = app.state.metrics.rejected
+        # Beyond uvicorn's limit, whose 503 some still get, within the open files.
+        max_open = max_connections + OTHER_FILES // 2
 
     # SIGTERM: the server stops accepting, answers the requests in flight (each commits
     # before it answers) and those already queued, then exits.
