@@ -11,17 +11,35 @@ import re
 import shutil
 import subprocess
 import threading
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import text as sql
 
 from tap_cdr.intake.metrics import NULLED, REJECTED, STATUSES, UNAVAILABLE
-from tap_cdr.intake.store import open_store, redact, shown
+from tap_cdr.intake.source import GAP_HORIZON
+from tap_cdr.intake.store import (
+    IDLE_IN_TRANSACTION_SECONDS,
+    StoreError,
+    open_reader,
+    open_store,
+    redact,
+    shown,
+)
 from tests.conftest import run_tap, vcc_config
-from tests.intake_support import RECEIVER, Receiver, event, execute, post, rows, uuid_n
+from tests.intake_support import (
+    PG_URL,
+    RECEIVER,
+    Receiver,
+    event,
+    execute,
+    post,
+    rows,
+    uuid_n,
+)
 from tests.test_intake_unattended import lock_store, metrics_of
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -147,6 +165,52 @@ def test_a_store_that_cannot_be_opened_shows_the_url_whole_but_the_password(form
     assert "(OperationalError: " in line and "127.0.0.1" in line  # no "O***erationalError"
 
 
+PIECES = "postgresql://intake:Tr0ub4dor@x:SuperSecretTail@127.0.0.1/db"
+
+
+def test_no_piece_of_a_password_with_an_unencoded_at_and_colon_is_shown():
+    failed = subprocess.run(
+        [str(RECEIVER), "prune", "--older-than", "90d"],
+        env={"TAP_CDR_INTAKE_STORE": PIECES},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert failed.returncode == 1
+    (line,) = failed.stderr.strip().splitlines()
+    assert "check --store or TAP_CDR_INTAKE_STORE" in line
+    for piece in ("Tr0ub4dor", "SuperSecretTail"):
+        assert piece not in line
+
+
+def test_the_tap_reads_such_a_store_url_as_one_line_without_the_password():
+    with pytest.raises(StoreError) as raised:
+        open_reader(PIECES)
+    message = str(raised.value)
+    assert message.startswith("the intake store ")
+    for piece in ("Tr0ub4dor", "SuperSecretTail"):
+        assert piece not in message
+
+
+def test_a_receivers_transaction_cannot_outlive_the_taps_watch_of_its_id(tmp_path):
+    """A receiver frozen mid-transaction is rolled back by the server long before the
+    tap forgets the id it holds (GAP_HORIZON)."""
+    probe = subprocess.run(
+        ["psql", PG_URL, "-c", "select 1"], capture_output=True, timeout=30, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip("PostgreSQL is not reachable")
+    engine = open_store(PG_URL)
+    try:
+        with engine.connect() as conn:
+            shown_value = conn.execute(sql("show idle_in_transaction_session_timeout")).scalar()
+    finally:
+        engine.dispose()
+    assert shown_value == "1min"
+    assert timedelta(seconds=IDLE_IN_TRANSACTION_SECONDS) < GAP_HORIZON / 5
+
+
 def old_rows(store: str) -> None:
     """A store with one call and one rejected event received in 2020."""
     open_store(store).dispose()
@@ -193,6 +257,59 @@ def test_prune_refuses_a_sqlite_store_that_does_not_exist(tmp_path):
         "TAP_CDR_INTAKE_STORE to the receiver's store"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prune_refuses_a_database_without_the_store_and_creates_nothing(tmp_path):
+    empty = tmp_path / "other.db"
+    execute(f"sqlite:///{empty}", "create table something_else (x integer)")
+    refused = subprocess.run(
+        [str(RECEIVER), "--store", f"sqlite:///{empty}", "prune", "--older-than", "90d"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert line == (
+        f"tap-cdr-intake prune: sqlite:///{empty} holds no intake store (no table "
+        "announced_calls): set --store or TAP_CDR_INTAKE_STORE to the receiver's store"
+    )
+    assert rows(f"sqlite:///{empty}", "select name from sqlite_master where type = 'table'") == [
+        ("something_else",)
+    ]
+
+
+def test_a_store_url_of_another_database_is_one_line_naming_the_setting(tmp_path):
+    refused = subprocess.run(
+        [str(RECEIVER), "--store", "mysql://intake@127.0.0.1/intake"],
+        env={"PATH": "/usr/bin:/bin", "TAP_CDR_INTAKE_SECRET_KEY": "k" * 32},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "mysql:// is not a store: use sqlite:///... or postgresql://..." in line
+    assert "check --store or TAP_CDR_INTAKE_STORE" in line
+
+
+def test_a_port_in_use_is_never_logged_as_listened_on(tmp_path):
+    first = Receiver(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "a.log").start()
+    try:
+        second = subprocess.run(
+            [str(RECEIVER), "--port", str(first.port), "--store", f"sqlite:///{tmp_path / 'b.db'}"],
+            env={"PATH": "/usr/bin:/bin", "TAP_CDR_INTAKE_SECRET_KEY": "k" * 32},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        first.stop()
+    assert second.returncode != 0
+    assert "address already in use" in second.stderr
+    assert "listening on" not in second.stderr
+    assert "listening on" in (tmp_path / "a.log").read_text()
 
 
 def test_help_says_the_key_is_for_serving_and_version_says_the_version():
@@ -252,7 +369,7 @@ def test_the_readme_systemd_units_are_valid(tmp_path):
     for needed in (
         "After=network-online.target", "Wants=network-online.target",
         "StartLimitIntervalSec=0", "RestartSec=2", "WantedBy=multi-user.target",
-        "DynamicUser=yes", "StateDirectory=tap-cdr-intake", "LimitNOFILE=65536",
+        "User=tap-cdr", "StateDirectory=tap-cdr-intake", "LimitNOFILE=65536",
     ):  # fmt: skip
         assert needed in unit.splitlines(), needed
     service, timer = unit_text("prune-timer").split("# tap-cdr-intake-prune.timer\n")

@@ -39,6 +39,7 @@ from tests.intake_support import (
     rows,
     uuid_n,
 )
+from tests.test_intake_unattended import metrics_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -504,3 +505,33 @@ def test_sigterm_in_a_burst_answers_every_request_it_took(tmp_path):
     assert kinds["refused"] > 0, "the SIGTERM came after the burst"
     stored = {uuid for (uuid,) in rows(store, "select uuid from announced_calls")}
     assert {uuid_n(n) for n, outcome in outcomes if outcome == "200"} <= stored
+
+
+def test_a_flood_of_idle_connections_is_capped_and_webhooks_go_on_after_it(tmp_path):
+    """uvicorn bounds requests, not connections: the receiver closes, unread, those past
+    --max-connections + 32, so a flood never takes it to its open-file limit."""
+    intake = Receiver(
+        f"sqlite:///{tmp_path / 'intake.db'}",
+        tmp_path / "intake.log",
+        extra_args=["--max-connections", "4"],
+    ).start()
+    flood = []
+    try:
+        flood.extend(
+            socket.create_connection(("127.0.0.1", intake.port), timeout=5) for _ in range(80)
+        )
+        time.sleep(1)
+        fds = len(list(Path(f"/proc/{intake.process.pid}/fd").iterdir()))
+        assert fds < 4 + 32 + 64, fds
+    finally:
+        for sock in flood:
+            sock.close()
+    try:
+        deadline = time.monotonic() + 10
+        while post(intake.post_url(), event(uuid_n(1))) != 200:
+            assert time.monotonic() < deadline, "no webhook stored after the flood"
+            time.sleep(0.2)
+        samples = metrics_of(intake)
+        assert samples['tap_cdr_intake_rejected_total{"reason": "too_many_connections"}'] >= 80 - 36
+    finally:
+        intake.stop()

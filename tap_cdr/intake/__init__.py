@@ -159,21 +159,32 @@ def _serve(store: str, args: argparse.Namespace) -> None:
         )
     max_connections = connection_limit(args.max_connections)
     app = create_app(store, secret_key, cipher, args.max_body_bytes)
-    log.info(
-        "tap-cdr-intake listening on http://%s:%d; store %s; cipher %s; body limit %d bytes; "
-        "at most %d connections",
+    serve(
+        app,
         args.host,
         args.port,
-        shown(store),
-        cipher or "off",
-        args.max_body_bytes,
         max_connections,
+        listening=lambda: log.info(
+            "tap-cdr-intake listening on http://%s:%d; store %s; cipher %s; body limit %d "
+            "bytes; at most %d connections",
+            args.host,
+            args.port,
+            shown(store),
+            cipher or "off",
+            args.max_body_bytes,
+            max_connections,
+        ),
     )
-    serve(app, args.host, args.port, max_connections)
 
 
 def _prune(store: str, older_than: str) -> None:
-    from tap_cdr.intake.store import open_store, prune, shown, store_url  # noqa: PLC0415
+    from tap_cdr.intake.store import (  # noqa: PLC0415
+        has_store,
+        open_store,
+        prune,
+        shown,
+        store_url,
+    )
 
     found = DURATION.match(older_than.strip().lower())
     age = None
@@ -196,6 +207,12 @@ def _prune(store: str, older_than: str) -> None:
         sys.exit(
             f"tap-cdr-intake prune: the store {shown(store)} does not exist: set --store or "
             "TAP_CDR_INTAKE_STORE to the receiver's store"
+        )
+    if not has_store(store):
+        # Opening it would create the tables in, say, a mistyped database: the wrong store.
+        sys.exit(
+            f"tap-cdr-intake prune: {shown(store)} holds no intake store (no table "
+            "announced_calls): set --store or TAP_CDR_INTAKE_STORE to the receiver's store"
         )
     engine = open_store(store)
     try:

@@ -95,9 +95,12 @@ class Intake:
         self.engine = open_store(store_url)
         self.metrics = Metrics()
         self.committer = GroupCommitter(self.engine, self.metrics)
+        self.store_answers = True  # as the last scrape's probe found it
         self.metrics.watch(self.committer.waiting.qsize, self.store_rows)
 
     def store_rows(self) -> dict[str, int]:
+        if not self.store_answers:
+            return {}  # a scrape must not wait on a store the probe found hung
         try:
             with self.engine.connect() as conn:
                 return row_counts(conn)
@@ -209,7 +212,8 @@ class Intake:
         return JSONResponse({"status": "ok"})
 
     async def metrics_text(self, _request: Request) -> Response:
-        self.metrics.healthy.set(await self.problem() is None)
+        self.store_answers = await self.problem() is None
+        self.metrics.healthy.set(self.store_answers)
         # On the thread pool: the count of the store's rows must not block the event loop.
         text = await run_in_threadpool(generate_latest, self.metrics.registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -39,6 +39,7 @@ REJECTED = (
     "unauthorized", "content_type", "too_large", "timeout", "disconnected", "decrypt",
     "not_json", "too_deep", "not_object", "no_uuid", "bad_uuid", "unreadable",
     "headers_too_large", "headers_timeout", "request_timeout",  # closed by the server
+    "too_many_connections",
 )  # fmt: skip
 NULLED = ("projectid", "call_start_time")
 UNAVAILABLE = ("store_error", "timeout", "writer_stopped", "error")

@@ -26,6 +26,7 @@ else:
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
     from prometheus_client import Counter
     from starlette.applications import Starlette
@@ -60,10 +61,23 @@ class HeaderDeadline(HttpToolsProtocol):
     request_deadline: asyncio.TimerHandle | None = None
     header_bytes = 0
     stopping = False
+    counted = False
     rejected: Counter | None = None  # the receiver's count of refused requests, by reason
+    # Open connections, of all the protocol's instances: uvicorn bounds the requests at
+    # once, not the connections (idle ones, or ones still sending headers), and past the
+    # open-file limit the event loop resets every new connection, webhooks too.
+    open_connections = 0
+    max_open = 1 << 30
 
     @override
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if HeaderDeadline.open_connections >= self.max_open:
+            transport.abort()  # before a byte is read: the client may try again
+            if self.rejected is not None:
+                self.rejected.labels("too_many_connections").inc()
+            return
+        HeaderDeadline.open_connections += 1
+        self.counted = True
         super().connection_made(transport)
         self.deadline = self.loop.call_later(HEADER_SECONDS, self._too_slow)
 
@@ -116,6 +130,10 @@ class HeaderDeadline(HttpToolsProtocol):
 
     @override
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.counted:
+            return  # refused in connection_made: uvicorn never knew it
+        HeaderDeadline.open_connections -= 1
+        self.counted = False
         self._cancel("deadline")
         self._cancel("request_deadline")
         super().connection_lost(exc)
@@ -176,6 +194,16 @@ class GracefulServer(uvicorn.Server):
     kernel had already accepted for it: closing the listening socket resets every
     connection still in its queue, requests sent and all."""
 
+    def __init__(self, config: uvicorn.Config, listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.listening = listening
+
+    @override
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening()
+
     @override
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # A duplicate keeps each listening socket open while uvicorn stops serving it.
@@ -203,9 +231,16 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Starlette, host: str, port: int, max_connections: int) -> None:
+def serve(
+    app: Starlette, host: str, port: int, max_connections: int, listening: Callable[[], None]
+) -> None:
+    """Serve ``app``; ``listening`` is called once the port is bound (not before: a port
+    in use must not be logged as listened on)."""
+
     class Protocol(HeaderDeadline):
         rejected = app.state.metrics.rejected
+        # Beyond uvicorn's limit, whose 503 some still get, within the open files.
+        max_open = max_connections + OTHER_FILES // 2
 
     # SIGTERM: the server stops accepting, answers the requests in flight (each commits
     # before it answers) and those already queued, then exits.
@@ -220,4 +255,4 @@ def serve(app: Starlette, host: str, port: int, max_connections: int) -> None:
         access_log=False,
         log_level="warning",
     )
-    GracefulServer(config).run()
+    GracefulServer(config, listening).run()

@@ -37,6 +37,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     make_url,
     select,
     text,
@@ -60,6 +61,7 @@ CONNECT_TIMEOUT_SECONDS = 5
 # Sent data unacknowledged this long fails the connection (libpq's tcp_user_timeout).
 TCP_USER_TIMEOUT_MS = 10_000
 STATEMENT_TIMEOUT_SECONDS = 5  # PostgreSQL's statement_timeout, SQLite's busy timeout
+IDLE_IN_TRANSACTION_SECONDS = 60  # far below the tap's GAP_HORIZON
 PRUNE_BATCH = 1000
 # The health probe's row: more pages than a commit of a few events writes (SQLite: 11
 # WAL frames, an event 4), so that a disk too full for events fails the probe first.
@@ -139,7 +141,21 @@ def store_url(url: str) -> URL:
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        # A ValueError: one line naming the setting (not "install the intake extra").
+        raise ValueError(
+            f"{parsed.drivername}:// is not a store: use sqlite:///... or postgresql://..."
+        )
     return parsed
+
+
+def has_store(url: str) -> bool:
+    """Whether the database at ``url`` holds the store's tables (it is not created)."""
+    engine = _engine(url, "tap-cdr-intake")
+    try:
+        return inspect(engine).has_table("announced_calls")
+    finally:
+        engine.dispose()
 
 
 _PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^\s&'\"]+)", re.IGNORECASE)
@@ -196,17 +212,20 @@ def _passwords(url: str) -> set[str]:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        return found
-    found.add(parsed.password or "")
-    host = parsed.host or ""
-    found.add(host.rpartition("@")[0])  # what followed an unencoded `@` in the password
-    found |= {
-        str(value)
-        for key, values in parsed.query.items()
-        if "password" in key.lower()
-        for value in (values if isinstance(values, tuple) else (values,))
-    }
-    return found
+        parsed = None
+    if parsed is not None:
+        found.add(parsed.password or "")
+        host = parsed.host or ""
+        found.add(host.rpartition("@")[0])  # what followed an unencoded `@` in the password
+        found |= {
+            str(value)
+            for key, values in parsed.query.items()
+            if "password" in key.lower()
+            for value in (values if isinstance(values, tuple) else (values,))
+        }
+    # A password with an unencoded `@` or `:` splits where SQLAlchemy does not expect:
+    # a driver may quote any piece of it (as the port, as the host).
+    return found | {piece for secret in found for piece in re.split(r"[@:/]", secret)}
 
 
 def problem_of(exc: BaseException, url: str) -> str:
@@ -277,6 +296,13 @@ def open_store(url: str) -> Engine:
             dbapi_connection.autocommit = True
             with dbapi_connection.cursor() as cursor:
                 cursor.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_SECONDS}s'")
+                # A receiver frozen between its insert and its commit (a VM paused, a
+                # SIGSTOP) must not commit after the tap stopped watching the id
+                # (source.GAP_HORIZON, 10 min): the server rolls it back, and VCC Live
+                # delivers the call again, under a new id.
+                cursor.execute(
+                    f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_SECONDS}s'"
+                )
             dbapi_connection.autocommit = autocommit
 
     _create_schema(engine)
@@ -355,8 +381,13 @@ class StoreError(Exception):
 
 def open_reader(url: str) -> tuple[Engine, str]:
     """An engine on an existing store, for the tap, and the store's id."""
-    parsed = store_url(url)
     where = shown(url)
+    try:
+        parsed = store_url(url)
+    except (SQLAlchemyError, ValueError) as exc:
+        raise StoreError(
+            f"the intake store {where} is not a store URL ({problem_of(exc, url)})"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:" or not Path(database).is_file():
@@ -375,7 +406,7 @@ def open_reader(url: str) -> tuple[Engine, str]:
             f"the intake store {where} needs a database driver: install tap-cdr with its "
             f"`intake` extra, as 'tap_cdr-....whl[intake]' (README: Install) ({exc})"
         ) from None
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, ValueError) as exc:  # ValueError: a port that is not one
         raise StoreError(
             f"the intake store {where} cannot be read ({problem_of(exc, url)}). "
             "Is it the store tap-cdr-intake writes to?"
