@@ -146,19 +146,26 @@ def test_the_store_url_is_shown_with_only_its_password_hidden(url, expected):
         assert secret not in redacted
 
 
-@pytest.mark.parametrize("form", ["@ in the password", "1-character password"])
-def test_a_store_that_cannot_be_opened_shows_the_url_whole_but_the_password(form):
-    url, expected = HIDDEN_FORMS[form]
-    failed = subprocess.run(
-        [str(RECEIVER), "prune", "--older-than", "90d"],
-        env={"TAP_CDR_INTAKE_STORE": url},
+def refused(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """The one line on stderr of `tap-cdr-intake` run with ``args``, which exits 1."""
+    proc = subprocess.run(
+        [str(RECEIVER), *args],
+        env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
     )
-    assert failed.returncode == 1
-    (line,) = failed.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("form", ["@ in the password", "1-character password"])
+def test_a_store_that_cannot_be_opened_shows_the_url_whole_but_the_password(form):
+    url, expected = HIDDEN_FORMS[form]
+    line = refused("prune", "--older-than", "90d", env={"TAP_CDR_INTAKE_STORE": url})
     assert line.startswith(f"tap-cdr-intake: the store {expected} cannot be opened (")
     assert line.endswith("): check --store or TAP_CDR_INTAKE_STORE")
     assert "p@ss" not in line and '"ss@' not in line
@@ -169,16 +176,7 @@ PIECES = "postgresql://intake:Tr0ub4dor@x:SuperSecretTail@127.0.0.1/db"
 
 
 def test_no_piece_of_a_password_with_an_unencoded_at_and_colon_is_shown():
-    failed = subprocess.run(
-        [str(RECEIVER), "prune", "--older-than", "90d"],
-        env={"TAP_CDR_INTAKE_STORE": PIECES},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert failed.returncode == 1
-    (line,) = failed.stderr.strip().splitlines()
+    line = refused("prune", "--older-than", "90d", env={"TAP_CDR_INTAKE_STORE": PIECES})
     assert "check --store or TAP_CDR_INTAKE_STORE" in line
     for piece in ("Tr0ub4dor", "SuperSecretTail"):
         assert piece not in line
@@ -243,15 +241,7 @@ def test_prune_takes_store_on_either_side_of_the_subcommand(tmp_path, where):
 
 def test_prune_refuses_a_sqlite_store_that_does_not_exist(tmp_path):
     missing = tmp_path / "typo.db"
-    refused = subprocess.run(
-        [str(RECEIVER), "--store", f"sqlite:///{missing}", "prune", "--older-than", "90d"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert refused.returncode == 1
-    (line,) = refused.stderr.strip().splitlines()
+    line = refused("--store", f"sqlite:///{missing}", "prune", "--older-than", "90d", cwd=tmp_path)
     assert line == (
         f"tap-cdr-intake prune: the store sqlite:///{missing} does not exist: set --store or "
         "TAP_CDR_INTAKE_STORE to the receiver's store"
@@ -262,14 +252,7 @@ def test_prune_refuses_a_sqlite_store_that_does_not_exist(tmp_path):
 def test_prune_refuses_a_database_without_the_store_and_creates_nothing(tmp_path):
     empty = tmp_path / "other.db"
     execute(f"sqlite:///{empty}", "create table something_else (x integer)")
-    refused = subprocess.run(
-        [str(RECEIVER), "--store", f"sqlite:///{empty}", "prune", "--older-than", "90d"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert refused.returncode == 1
-    (line,) = refused.stderr.strip().splitlines()
+    line = refused("--store", f"sqlite:///{empty}", "prune", "--older-than", "90d")
     assert line == (
         f"tap-cdr-intake prune: sqlite:///{empty} holds no intake store (no table "
         "announced_calls): set --store or TAP_CDR_INTAKE_STORE to the receiver's store"
@@ -280,15 +263,11 @@ def test_prune_refuses_a_database_without_the_store_and_creates_nothing(tmp_path
 
 
 def test_a_store_url_of_another_database_is_one_line_naming_the_setting(tmp_path):
-    refused = subprocess.run(
-        [str(RECEIVER), "--store", "mysql://intake@127.0.0.1/intake"],
+    line = refused(
+        "--store",
+        "mysql://intake@127.0.0.1/intake",
         env={"PATH": "/usr/bin:/bin", "TAP_CDR_INTAKE_SECRET_KEY": "k" * 32},
-        capture_output=True,
-        text=True,
-        check=False,
     )
-    assert refused.returncode == 1
-    (line,) = refused.stderr.strip().splitlines()
     assert "mysql:// is not a store: use sqlite:///... or postgresql://..." in line
     assert "check --store or TAP_CDR_INTAKE_STORE" in line
 
