@@ -59,11 +59,7 @@
   {%- set other = run_query(
     'select count(*) from ' ~ this ~ ' where not (' ~ same | join(' and ') ~ ')'
   ).columns[0].values()[0] -%}
-  {%- if other > 0 -%}
-    {{ log(this ~ ' holds rows built with other values of ' ~ var_names | join(', ')
-           ~ ': rebuilding every day', info=true) }}
-    {{ return(none) }}
-  {%- endif -%}
+  {%- if other > 0 -%}{{ return(none) }}{%- endif -%}
   {%- set since = query_instant('select max(built_at) from ' ~ this) -%}
   {%- if since is none -%}{{ return(none) }}{%- endif -%}
   {%- set days = run_query(
@@ -85,6 +81,9 @@
   {%- if execute and is_incremental() -%}
     {%- set days = days_to_build(var_names) -%}
     {%- if days is none -%}
+      {#- Said here, once: the model's body asks days_to_build too. -#}
+      {{ log(this ~ ' holds rows built with other values of ' ~ var_names | join(', ')
+             ~ ', or none: rebuilding every day', info=true) }}
       delete from {{ this }}
     {%- elif days -%}
       delete from {{ this }} where call_date in ({{ date_list(days) }})
